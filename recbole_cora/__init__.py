@@ -1,0 +1,10 @@
+"""recbole-cora: LLM-based recommendation with collaborative information, as a RecBole plugin."""
+
+from recbole_cora.evaluator import register_metrics
+
+register_metrics()
+
+from recbole_cora.quick_start import run_recbole_cora  # noqa: E402
+
+__all__ = ["run_recbole_cora"]
+__version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""The one place where recbole-cora bridges RecBole 1.2.1 and the current stack.
+
+Each shim states what breaks and why; ``tests/test_compat.py`` holds a test per shim that fails
+without it. Nothing here patches RecBole's code: the shims are helpers our subclasses call.
+
+Known breakages handled elsewhere by pins (``constraints.txt``): numpy 2 (``np.float_``), scipy 1.13,
+pandas 3 and setuptools 81 (``ray`` imports ``pkg_resources``). ``recbole.quick_start`` imports
+``ray``, which cannot be installed on Python 3.12: the plugin never imports it.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class UntrustedCheckpointError(RuntimeError):
+    """Raised when asked to unpickle a file this run did not write."""
+
+
+def load_recbole_checkpoint(path, map_location="cpu", trusted_dirs=()):
+    """Load a checkpoint written by RecBole's ``Trainer._save_checkpoint``.
+
+    torch>=2.6 defaults ``torch.load`` to ``weights_only=True``, and RecBole pickles its ``Config``
+    into every checkpoint, so RecBole's own ``evaluate(load_best_model=True)`` and
+    ``resume_checkpoint`` fail with ``UnpicklingError``. Unpickling runs arbitrary code, so this
+    helper only does it for files inside ``trusted_dirs`` (the run's own checkpoint directory).
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist.")
+    roots = [Path(d).resolve() for d in trusted_dirs]
+    if not any(root == path or root in path.parents for root in roots):
+        raise UntrustedCheckpointError(
+            f"refusing to unpickle '{path}': it is not inside this run's checkpoint directory "
+            f"({', '.join(map(str, roots)) or 'none given'}). Pickle files can run code; copy the "
+            "file into `checkpoint_dir` only if you trust where it came from."
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # truncated file, not a checkpoint at all, ...
+        raise RuntimeError(
+            f"checkpoint '{path}' could not be read ({type(err).__name__}: {err}). It is truncated "
+            "or not a RecBole checkpoint; delete it and train again."
+        ) from err
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` through a temporary file and a rename, so a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp, pickle_protocol=4)
+    os.replace(tmp, path)

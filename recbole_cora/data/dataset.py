@@ -1,0 +1,289 @@
+"""A RecBole ``Dataset`` for labeled (Yes/No) recommendation protocols with item text and histories.
+
+What it adds to RecBole's ``Dataset`` (everything else, from atomic-file loading to id remapping, is
+RecBole's own):
+
+* a split by time boundaries, ``eval_args: {split: {TB: ['2002-04-01', '2002-09-01']}}``;
+* the raw text of configured item fields (``text_fields``), read as written in the ``.item`` file;
+* per interaction, the user's last ``history_len`` positive items before it (``HISTORY_FIELD``);
+* per interaction of every split, a warm flag (``WARM_FIELD``): user and item both in the train split;
+* for RecBole's general models (BPR-style), a train split of positives only;
+* one-pass interaction-count filtering (``inter_num_filter_passes: 1``), as in CoLLM's Amazon-Book.
+"""
+
+import csv
+import hashlib
+import os
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import torch
+from recbole.data.dataset import Dataset
+from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
+
+
+def parse_time(value, option):
+    """Seconds since the epoch (UTC) from a number or an ISO date such as ``2002-04-01``."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    try:
+        stamp = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(
+            f"{option}: '{value}' is neither a Unix timestamp nor an ISO date like '2002-04-01'."
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+def _conf(config, key, default):
+    value = config[key]
+    return default if value is None else value
+
+
+class LabeledDataset(Dataset):
+    def __init__(self, config):
+        self.text_fields = list(_conf(config, "text_fields", []))
+        self.history_len = int(_conf(config, "history_len", 0))
+        self.history_field = _conf(config, "HISTORY_FIELD", "history_item_id")
+        self.warm_field = _conf(config, "WARM_FIELD", "warm")
+        self.item_texts = None
+        super().__init__(config)
+
+    # ------------------------------------------------------------------ loading
+    def _load_data(self, token, dataset_path):
+        # RecBole would try to download an unknown dataset folder: say what to set instead.
+        inter_file = os.path.join(dataset_path, f"{token}.inter")
+        if not os.path.isdir(dataset_path):
+            raise FileNotFoundError(
+                f"dataset folder '{dataset_path}' does not exist. Set `data_path` to the folder that "
+                f"contains '{token}/{token}.inter' (e.g. --data_path=../shared/datasets), or check "
+                "the `dataset` name."
+            )
+        if self.benchmark_filename_list is None and not os.path.isfile(inter_file):
+            raise FileNotFoundError(
+                f"atomic file '{inter_file}' is missing: a dataset needs at least '{token}.inter' "
+                "in its folder (see docs/datasets.md)."
+            )
+        super()._load_data(token, dataset_path)
+        if self.text_fields:
+            self._raw_item_text = self._read_raw_item_text(token, dataset_path)
+
+    def _read_raw_item_text(self, token, dataset_path):
+        """The text fields exactly as written in the .item file (RecBole splits token_seq on spaces)."""
+        path = os.path.join(dataset_path, f"{token}.item")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"`text_fields` {self.text_fields} need the item file '{path}', which is missing. "
+                "Add it, or set `text_fields: []`."
+            )
+        sep = self.config["field_separator"]
+        with open(path, encoding=self.config["encoding"] or "utf-8") as f:
+            header = f.readline().rstrip("\r\n").split(sep)
+        names = [column.split(":")[0] for column in header]
+        missing = [field for field in self.text_fields if field not in names]
+        if missing or self.iid_field not in names:
+            raise ValueError(
+                f"text field(s) {missing or [self.iid_field]} named in `text_fields` are not columns "
+                f"of '{path}' (its columns: {names}). Fix `text_fields` in your YAML or the file's header."
+            )
+        frame = pd.read_csv(
+            path, sep=sep, header=0, names=names, dtype=str, keep_default_na=False,
+            quoting=csv.QUOTE_NONE, usecols=[self.iid_field] + self.text_fields, engine="python",
+            encoding=self.config["encoding"] or "utf-8",
+        )
+        return frame.drop_duplicates(self.iid_field, keep="first").set_index(self.iid_field)
+
+    # ------------------------------------------------------------------ processing
+    def _filter_by_inter_num(self):
+        """RecBole repeats count filtering until it converges; CoLLM's Amazon-Book applies it once."""
+        passes = self.config["inter_num_filter_passes"]
+        if passes is None:
+            return super()._filter_by_inter_num()
+        for _ in range(int(passes)):
+            banned = {}
+            for field, option in ((self.uid_field, "user_inter_num_interval"), (self.iid_field, "item_inter_num_interval")):
+                interval = self._parse_intervals_str(self.config[option])
+                counts = Counter(self.inter_feat[field].values)
+                banned[field] = {key for key, n in counts.items() if interval and not self._within_intervals(n, interval)}
+            drop = self.inter_feat[self.uid_field].isin(banned[self.uid_field]) | self.inter_feat[
+                self.iid_field
+            ].isin(banned[self.iid_field])
+            self.inter_feat.drop(self.inter_feat.index[drop], inplace=True)
+            self.logger.info(
+                f"inter_num filter pass: {len(banned[self.uid_field])} users and {len(banned[self.iid_field])} "
+                f"items out of range, {int(drop.sum())} interactions dropped"
+            )
+
+    def _set_label_by_threshold(self):
+        threshold = self.config["threshold"]
+        inter_file = os.path.join(self.dataset_path, f"{self.dataset_name}.inter")
+        if threshold:
+            for field in threshold:
+                if field not in self.inter_feat:
+                    raise ValueError(
+                        f"threshold field '{field}' (option `threshold: {threshold}`) is not a loaded "
+                        f"column of '{inter_file}' (loaded: {list(self.inter_feat.columns)}). Name a column "
+                        "of the file, and add it to `load_col: {inter: [...]}` if you restrict columns."
+                    )
+            return super()._set_label_by_threshold()
+        if self.label_field not in self.inter_feat:
+            raise ValueError(
+                f"labeled evaluation needs labels: '{inter_file}' has no `{self.label_field}` column "
+                "(LABEL_FIELD) and no `threshold` is set. Set e.g. `threshold: {rating: 4}`."
+            )
+        values = set(np.unique(self.inter_feat[self.label_field].values).tolist())
+        if not values <= {0, 1}:
+            raise ValueError(
+                f"label column `{self.label_field}` of '{inter_file}' holds {sorted(values)[:5]}; "
+                "it must be 0/1. Use `threshold` to derive labels from a rating column."
+            )
+
+    def _data_processing(self):
+        super()._data_processing()
+        if self.text_fields:
+            self.item_texts = self._align_item_texts()
+        if self.history_len > 0:
+            self._add_histories()
+
+    def _align_item_texts(self):
+        """One dict of raw text fields per internal item id (index 0 is RecBole's padding id)."""
+        placeholder = _conf(self.config, "missing_text_placeholder", "")
+        tokens = self.field2id_token[self.iid_field]
+        raw = self._raw_item_text
+        texts, missing = [], 0
+        for token in tokens:
+            if token in raw.index:
+                texts.append(raw.loc[token].to_dict())
+            else:
+                texts.append({field: placeholder for field in self.text_fields})
+                missing += token != "[PAD]"
+        if missing:
+            self.logger.warning(
+                f"{missing} item(s) have no row in '{self.dataset_name}.item': their text fields use "
+                f"`missing_text_placeholder` ('{placeholder}')."
+            )
+        return texts
+
+    def _history_order(self):
+        """Row order in which histories accumulate: by time, ties kept in file order (stable)."""
+        if self.time_field in self.inter_feat:
+            return np.argsort(self.inter_feat[self.time_field].values, kind="stable")
+        return np.arange(len(self.inter_feat))
+
+    def _add_histories(self):
+        """The last ``history_len`` positive items of the user before each interaction (Eq. prompt)."""
+        users = self.inter_feat[self.uid_field].values
+        items = self.inter_feat[self.iid_field].values
+        labels = self.inter_feat[self.label_field].values
+        histories = np.empty(len(users), dtype=object)
+        positives = defaultdict(list)
+        for row in self._history_order():
+            seen = positives[users[row]]
+            histories[row] = np.asarray(seen[-self.history_len:], dtype=np.int64)
+            if labels[row] == 1:
+                seen.append(items[row])
+        self.inter_feat[self.history_field] = histories
+        self.set_field_property(
+            self.history_field, FeatureType.TOKEN_SEQ, FeatureSource.INTERACTION, self.history_len
+        )
+        # History ids live in the item id space (like RecBole's item_id_list of sequential models).
+        self.field2id_token[self.history_field] = self.field2id_token[self.iid_field]
+        self.field2token_id[self.history_field] = self.field2token_id[self.iid_field]
+
+    # ------------------------------------------------------------------ splitting
+    def build(self):
+        split = self.config["eval_args"]["split"]
+        if isinstance(split, dict) and "TB" in split:
+            datasets = self._split_by_time_boundaries(split["TB"])
+        else:
+            datasets = super().build()
+        self._add_warm_flags(datasets)
+        # Taken before general models drop negatives: the CF stage and the LLM models share it.
+        self.fingerprint = self.split_fingerprint(datasets)
+        if self.config["MODEL_TYPE"] == ModelType.GENERAL:
+            datasets[0] = self._positives_only(datasets[0])
+        for name, part in zip(("train", "valid", "test"), datasets):
+            if len(part) == 0:
+                raise ValueError(
+                    f"the {name} split is empty. Check `eval_args.split` {split} against the data's time "
+                    "range and the filters (`val_interval`, `user_inter_num_interval`, ...)."
+                )
+        return datasets
+
+    def _split_by_time_boundaries(self, boundaries):
+        """train < valid_start <= valid < test_start <= test. The second boundary may be a share such
+        as '50%': rows from valid_start on, in time order, the first 50% valid and the rest test."""
+        option = f"eval_args.split.TB {boundaries}"
+        if not isinstance(boundaries, (list, tuple)) or len(boundaries) != 2:
+            raise ValueError(f"{option}: give two boundaries [valid_start, test_start] (dates or timestamps).")
+        valid_start = parse_time(boundaries[0], option)
+        share = str(boundaries[1]).strip()
+        self._change_feat_format()
+        if self.time_field not in self.inter_feat:
+            raise ValueError(f"{option} needs the time field `{self.time_field}` (TIME_FIELD) in the .inter file.")
+        self.sort(by=self.time_field)
+        times = self.inter_feat[self.time_field].numpy()
+        index = np.arange(len(times))
+        train = index[times < valid_start]
+        rest = index[times >= valid_start]
+        if share.endswith("%"):
+            n_valid = int(round(len(rest) * float(share[:-1]) / 100.0))
+            valid, test = rest[:n_valid], rest[n_valid:]
+        else:
+            test_start = parse_time(boundaries[1], option)
+            if not valid_start < test_start:
+                raise ValueError(f"{option}: the boundaries must be increasing.")
+            valid, test = rest[times[rest] < test_start], rest[times[rest] >= test_start]
+        self._drop_unused_col()
+        return [self.copy(self.inter_feat[torch.from_numpy(part)]) for part in (train, valid, test)]
+
+    def _add_warm_flags(self, datasets):
+        """warm = the user and the item of the row both occur in the training split."""
+        train = datasets[0].inter_feat
+        users = np.zeros(self.user_num, dtype=bool)
+        items = np.zeros(self.item_num, dtype=bool)
+        users[train[self.uid_field].numpy()] = True
+        items[train[self.iid_field].numpy()] = True
+        self.set_field_property(self.warm_field, FeatureType.FLOAT, FeatureSource.INTERACTION, 1)
+        for part in datasets:
+            feat = part.inter_feat
+            warm = users[feat[self.uid_field].numpy()] & items[feat[self.iid_field].numpy()]
+            feat.update(type(feat)({self.warm_field: torch.from_numpy(warm.astype(np.float32))}))
+
+    def _positives_only(self, train):
+        """General (BPR-style) models treat every training row as a positive: give them label-1 rows only."""
+        feat = train.inter_feat
+        keep = torch.nonzero(feat[self.label_field] == 1).squeeze(-1)
+        self.logger.info(
+            set_color("general model", "pink")
+            + f": training on the {len(keep)} positive rows of {len(feat)} labeled train rows"
+        )
+        return train.copy(feat[keep])
+
+    # ------------------------------------------------------------------ facts for later stages
+    def item_text(self, item_id):
+        """The raw text fields of an internal item id, as a dict ``{field: text}``."""
+        if self.item_texts is None:
+            raise ValueError("no `text_fields` are configured for this dataset.")
+        return self.item_texts[item_id]
+
+    def split_fingerprint(self, datasets):
+        """A digest of the split: which (user, item, time, label) rows fall into which part."""
+        digest = hashlib.sha256()
+        digest.update(self.dataset_name.encode())
+        for part in datasets:
+            feat = part.inter_feat
+            users = np.asarray(self.field2id_token[self.uid_field])[feat[self.uid_field].numpy()]
+            items = np.asarray(self.field2id_token[self.iid_field])[feat[self.iid_field].numpy()]
+            columns = [users.astype(str), items.astype(str)]
+            for field in (self.time_field, self.label_field):
+                if field in feat:
+                    columns.append(feat[field].numpy().astype(str))
+            rows = sorted("\t".join(values) for values in zip(*columns))
+            digest.update(str(len(rows)).encode())
+            digest.update("\n".join(rows).encode())
+        return digest.hexdigest()[:16]

@@ -1,0 +1,40 @@
+"""All / warm / cold results from one collected evaluation."""
+
+import copy
+from collections import OrderedDict
+
+import torch
+
+GROUPS = ("all", "warm", "cold")
+
+
+def _subset(struct, mask):
+    part = copy.deepcopy(struct)
+    for key in ("rec.score", "data.label", "data.uid", "data.warm"):
+        if key in part:
+            part.set(key, struct.get(key)[mask])
+    return part
+
+
+def evaluate_groups(evaluator, struct):
+    """RecBole's ``Evaluator`` on all rows, then on warm and cold rows alone.
+
+    Keys: ``auc`` for all rows (so RecBole's ``valid_metric`` works unchanged), ``warm_auc``,
+    ``cold_auc``... A group with no rows, or with one class only where a metric needs both, is NaN.
+    """
+    result = OrderedDict(evaluator.evaluate(struct))
+    result["rows"] = int(struct.get("data.label").numel())
+    if "data.warm" not in struct:
+        return result
+    warm = struct.get("data.warm").view(-1) > 0.5
+    for group, mask in (("warm", warm), ("cold", ~warm)):
+        labels = struct.get("data.label").view(-1)[mask]
+        if len(labels) == 0 or bool(torch.all(labels == labels[0])):
+            values = {name: float("nan") for name in evaluator.metrics}
+        else:
+            values = evaluator.evaluate(_subset(struct, mask))
+        for name, value in values.items():
+            result[f"{group}_{name}"] = value
+    result["warm_rows"] = int(warm.sum())
+    result["cold_rows"] = int((~warm).sum())
+    return result

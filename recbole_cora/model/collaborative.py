@@ -1,0 +1,192 @@
+"""The collaborative-filtering (CF) encoder stage: a RecBole general model, trained by RecBole on the
+positives of the same labeled train split, then frozen and read as user/item embedding tables.
+
+A stage lives in ``cf_checkpoint_dir/<dataset>-<cf_model>-<key>/``:
+
+* ``embeddings.safetensors``: the final user and item tables (for LightGCN: after propagation), and in
+  its metadata the dataset name, the split fingerprint and the user/item tokens of each row, so that a
+  consumer aligns rows by token (never by internal id) and loads nothing by unpickling;
+* ``recbole_model.pth``: RecBole's own training checkpoint (pickled, as RecBole writes it);
+* ``result.json``: the CF model's valid/test metrics on the labeled split.
+"""
+
+import hashlib
+import json
+import os
+from logging import getLogger
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+# Options of the CF stage that change what it learns: they key the saved stage.
+CF_KEY_OPTIONS = (
+    "embedding_size", "n_layers", "reg_weight", "learning_rate", "epochs", "train_batch_size",
+    "learner", "weight_decay", "stopping_step", "seed", "train_neg_sample_args", "require_pow",
+)
+
+
+class CFCheckpointError(ValueError):
+    """A CF stage that does not belong to this dataset, split or id mapping."""
+
+
+def cf_stage_config(config):
+    """The RecBole Config of the CF stage: the same dataset configuration and user files, the CF
+    model's own defaults, and ``cf_config`` on top of everything."""
+    from recbole_cora.config import Config
+
+    overrides = dict(config.variable_config_dict)
+    overrides.update(config.cmd_config_dict)
+    overrides.update(config["cf_config"] or {})
+    overrides["model"] = config["cf_model"]
+    return Config(
+        model=config["cf_model"], dataset=config["dataset"],
+        config_file_list=config.config_file_list, config_dict=overrides,
+    )
+
+
+def cf_stage_dir(cf_config, fingerprint):
+    values = {key: cf_config[key] for key in CF_KEY_OPTIONS if key in cf_config}
+    blob = json.dumps([cf_config["model"], fingerprint, values], sort_keys=True, default=str)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return Path(cf_config["cf_checkpoint_dir"]) / f"{cf_config['dataset']}-{cf_config['model']}-{key}"
+
+
+def embedding_tables(model):
+    """Final (user, item) embedding tables of a trained RecBole general model."""
+    model.eval()
+    with torch.no_grad():
+        try:
+            output = model.forward()  # graph models: LightGCN, NGCF, SGL, ... propagate here
+        except TypeError:
+            output = None
+        if isinstance(output, tuple) and len(output) == 2 and all(torch.is_tensor(t) for t in output):
+            return output[0].detach().cpu(), output[1].detach().cpu()
+        user, item = getattr(model, "user_embedding", None), getattr(model, "item_embedding", None)
+        if isinstance(user, nn.Embedding) and isinstance(item, nn.Embedding):  # MF-style (BPR, ...)
+            return user.weight.detach().cpu(), item.weight.detach().cpu()
+    raise ValueError(
+        f"cf_model {type(model).__name__}: its user/item embeddings cannot be read (neither a graph model "
+        "whose forward() returns them nor an MF-style model with user_embedding/item_embedding). Use "
+        "LightGCN, BPR, NGCF, SGL or another such RecBole general model."
+    )
+
+
+def save_cf_embeddings(path, user_table, item_table, dataset, fingerprint, cf_model):
+    metadata = {
+        "dataset": dataset.dataset_name,
+        "cf_model": cf_model,
+        "split_fingerprint": fingerprint,
+        "user_tokens": json.dumps(list(map(str, dataset.field2id_token[dataset.uid_field]))),
+        "item_tokens": json.dumps(list(map(str, dataset.field2id_token[dataset.iid_field]))),
+    }
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}")
+    save_file({"user": user_table.contiguous(), "item": item_table.contiguous()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def run_cf_stage(config, dataset=None):
+    """Train the CF encoder for ``config``'s dataset and split, or find it trained already.
+
+    Returns the stage folder. ``dataset`` is the caller's LabeledDataset (only its split fingerprint is
+    compared with the stage's, as a guard)."""
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_cora.utils import create_dataset, get_trainer
+    from recbole_cora.utils import get_model as lookup_model
+
+    logger = getLogger()
+    cf_config = cf_stage_config(config)
+    init_seed(cf_config["seed"], cf_config["reproducibility"])
+    cf_dataset = create_dataset(cf_config)
+    train_data, valid_data, test_data = data_preparation(cf_config, cf_dataset)
+    fingerprint = cf_dataset.fingerprint
+    if dataset is not None and getattr(dataset, "fingerprint", fingerprint) != fingerprint:
+        raise CFCheckpointError(
+            f"the CF stage's split ({fingerprint}) differs from the model's ({dataset.fingerprint}): the "
+            "CF stage must use the same dataset options. Move split/filter options out of `cf_config`."
+        )
+    stage = cf_stage_dir(cf_config, fingerprint)
+    embeddings = stage / "embeddings.safetensors"
+    if embeddings.is_file():
+        logger.info(f"CF stage: reusing {cf_config['model']} from {stage}")
+        return stage
+    stage.mkdir(parents=True, exist_ok=True)
+    logger.info(f"CF stage: training {cf_config['model']} on the train split's positives into {stage}")
+    init_seed(cf_config["seed"], cf_config["reproducibility"])
+    model = lookup_model(cf_config["model"])(cf_config, train_data._dataset).to(cf_config["device"])
+    trainer = get_trainer(cf_config["MODEL_TYPE"], cf_config["model"], cf_config)(cf_config, model)
+    trainer.saved_model_file = str(stage / "recbole_model.pth")
+    trainer.checkpoint_dir = str(stage)
+    _, valid_result = trainer.fit(train_data, valid_data, show_progress=cf_config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=cf_config["show_progress"])
+    user_table, item_table = embedding_tables(model)
+    with open(stage / "result.json", "w") as f:
+        json.dump({"model": cf_config["model"], "valid": valid_result, "test": test_result}, f, indent=2)
+    save_cf_embeddings(embeddings, user_table, item_table, cf_dataset, fingerprint, cf_config["model"])
+    return stage
+
+
+class FrozenCFEncoder(nn.Module):
+    """Frozen user/item embedding tables of a CF stage, aligned by token to ``dataset``'s ids."""
+
+    def __init__(self, user_table, item_table):
+        super().__init__()
+        self.register_buffer("user_table", user_table)
+        self.register_buffer("item_table", item_table)
+
+    @property
+    def embedding_size(self):
+        return self.user_table.shape[1]
+
+    @classmethod
+    def from_stage(cls, stage, dataset, check_fingerprint=True):
+        path = Path(stage)
+        path = path / "embeddings.safetensors" if path.is_dir() else path
+        if not path.is_file():
+            raise CFCheckpointError(f"CF stage '{path}' does not exist: run the CF stage first (run_cf_stage).")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            tables = load_file(str(path))
+        except Exception as err:
+            raise CFCheckpointError(
+                f"CF stage file '{path}' could not be read ({err}): it is truncated or not a CF stage; delete it."
+            ) from err
+        if meta.get("dataset") != dataset.dataset_name:
+            raise CFCheckpointError(
+                f"CF stage '{path}' was trained on dataset '{meta.get('dataset')}', not '{dataset.dataset_name}'. "
+                "Point `cf_checkpoint_dir` elsewhere or delete that stage."
+            )
+        fingerprint = getattr(dataset, "fingerprint", None)
+        if check_fingerprint and fingerprint is not None and meta.get("split_fingerprint") != fingerprint:
+            raise CFCheckpointError(
+                f"CF stage '{path}' was trained on another split (fingerprint {meta.get('split_fingerprint')}, "
+                f"this run's is {fingerprint}): its embeddings would leak or miss interactions. Delete it to "
+                "retrain, or run with the split it was trained on."
+            )
+        user = cls._align(tables["user"], json.loads(meta["user_tokens"]), dataset, dataset.uid_field, path)
+        item = cls._align(tables["item"], json.loads(meta["item_tokens"]), dataset, dataset.iid_field, path)
+        return cls(user, item)
+
+    @staticmethod
+    def _align(table, saved_tokens, dataset, field, path):
+        """Rows of ``table`` reordered so that row i belongs to ``dataset``'s internal id i."""
+        position = {token: row for row, token in enumerate(saved_tokens)}
+        tokens = [str(t) for t in dataset.field2id_token[field]]
+        missing = [t for t in tokens if t not in position]
+        if missing:
+            raise CFCheckpointError(
+                f"CF stage '{path}' has no embedding for {len(missing)} {field} token(s) of this dataset "
+                f"(e.g. {missing[:3]}): it was made for another id mapping. Delete it to retrain."
+            )
+        index = torch.from_numpy(np.asarray([position[t] for t in tokens], dtype=np.int64))
+        return table.index_select(0, index)
+
+    def forward(self, user_ids, item_ids):
+        return self.user_table[user_ids], self.item_table[item_ids]

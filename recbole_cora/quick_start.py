@@ -1,0 +1,76 @@
+"""The pipeline behind ``run_recbole_cora.py``: config, dataset, CF stage, model, trainer, results.
+
+It mirrors ``recbole.quick_start.run_recbole`` without importing ``recbole.quick_start`` (which imports
+``ray``, not installable on Python 3.12).
+"""
+
+import time
+from logging import getLogger
+from pathlib import Path
+
+from recbole.data import data_preparation
+from recbole.utils import get_local_time, init_logger, init_seed, set_color
+
+from recbole_cora.config import Config
+from recbole_cora.results import markdown_table, save_results
+from recbole_cora.utils import create_dataset, get_model, get_trainer
+
+
+def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True):
+    """Train and evaluate one model; returns its valid/test results and where they were saved."""
+    config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    results = {}
+    model_class = get_model(config["model"])
+    if getattr(model_class, "uses_cf_encoder", False):
+        from recbole_cora.model.collaborative import run_cf_stage
+
+        stage = run_cf_stage(config, dataset)
+        config["cf_stage_dir"] = str(stage)
+        results.update(_cf_stage_result(stage))
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
+    start = time.time()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    train_seconds = time.time() - start
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result["train_seconds"] = round(train_seconds, 2)
+    results[config["model"]] = test_result
+
+    folder = Path(config["results_dir"]) / f"{config['model']}-{config['dataset']}-{get_local_time()}"
+    save_results(folder, results, config)
+    table = markdown_table(results)
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f":\n{table}\n(saved in {folder})")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "results": results,
+        "results_dir": str(folder),
+        "table": table,
+    }
+
+
+def _cf_stage_result(stage):
+    import json
+
+    path = Path(stage) / "result.json"
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    return {f"{saved['model']} (CF encoder)": saved["test"]}
