@@ -51,6 +51,12 @@ class LabeledDataset(Dataset):
         self.history_field = _conf(config, "HISTORY_FIELD", "history_item_id")
         self.warm_field = _conf(config, "WARM_FIELD", "warm")
         self.item_texts = None
+        self.history_length_field = None
+        if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+            # Sequential CTR models (DIN, DIEN) read RecBole's item_id_list / item_length fields.
+            self.history_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+            self.history_length_field = config["ITEM_LIST_LENGTH_FIELD"]
+            self.history_len = self.history_len or int(config["MAX_ITEM_LIST_LENGTH"])
         super().__init__(config)
 
     # ------------------------------------------------------------------ loading
@@ -117,6 +123,22 @@ class LabeledDataset(Dataset):
                 f"inter_num filter pass: {len(banned[self.uid_field])} users and {len(banned[self.iid_field])} "
                 f"items out of range, {int(drop.sum())} interactions dropped"
             )
+
+    def _filter_by_field_value(self):
+        """RecBole's ``val_interval``, plus ``time_window: [start, end)`` given as dates or timestamps."""
+        super()._filter_by_field_value()
+        window = self.config["time_window"]
+        if not window:
+            return
+        if not isinstance(window, (list, tuple)) or len(window) != 2:
+            raise ValueError(f"time_window {window}: give [start, end), e.g. ['2001-06-01', '2003-02-01'].")
+        if self.time_field not in self.inter_feat:
+            raise ValueError(f"time_window {window} needs the time field `{self.time_field}` (TIME_FIELD) in the .inter file.")
+        start, end = (parse_time(value, f"time_window {window}") for value in window)
+        times = self.inter_feat[self.time_field].values
+        outside = (times < start) | (times >= end)
+        self.inter_feat.drop(self.inter_feat.index[outside], inplace=True)
+        self.logger.info(f"time_window {window}: {int(outside.sum())} interactions outside it dropped")
 
     def _set_label_by_threshold(self):
         threshold = self.config["threshold"]
@@ -193,6 +215,26 @@ class LabeledDataset(Dataset):
         # History ids live in the item id space (like RecBole's item_id_list of sequential models).
         self.field2id_token[self.history_field] = self.field2id_token[self.iid_field]
         self.field2token_id[self.history_field] = self.field2token_id[self.iid_field]
+        if self.history_length_field:
+            self.inter_feat[self.history_length_field] = np.fromiter(map(len, histories), dtype=np.int64)
+            self.set_field_property(self.history_length_field, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
+
+    def _dataframe_to_interaction(self, data):
+        """Fixed-width histories, and the time field in float64: RecBole stores float fields as
+        float32, whose step near 1e9 (Unix time) is 64-128 seconds, blurring time order."""
+        interaction = super()._dataframe_to_interaction(data)
+        if self.history_len and self.history_field in data:
+            # RecBole pads to the longest sequence present; models want exactly history_len columns.
+            history = interaction.interaction[self.history_field]
+            if history.dim() == 1:  # every history empty: pad_sequence gave shape (n,)
+                history = history.view(len(data), 0)
+            padding = history.new_zeros(len(data), self.history_len - history.shape[1])
+            interaction.interaction[self.history_field] = torch.cat([history, padding], dim=1)
+        if self.time_field in data:
+            interaction.interaction[self.time_field] = torch.from_numpy(
+                data[self.time_field].values.astype(np.float64)
+            )
+        return interaction
 
     # ------------------------------------------------------------------ splitting
     def build(self):
