@@ -2,7 +2,6 @@
 
 import importlib
 
-from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 PLUGIN_MODEL_PACKAGES = ["recbole_cora.model.llm_recommender"]
@@ -16,20 +15,36 @@ def plugin_model_names():
     return names
 
 
-def get_model(model_name):
-    """The model class named ``model_name``: a plugin model if there is one, else RecBole's."""
-    for package in PLUGIN_MODEL_PACKAGES:
-        module_path = f"{package}.{model_name.lower()}"
-        if importlib.util.find_spec(module_path) is not None:
-            return getattr(importlib.import_module(module_path), model_name)
+RECBOLE_MODEL_PACKAGES = [
+    "general_recommender", "context_aware_recommender", "sequential_recommender",
+    "knowledge_aware_recommender", "exlib_recommender",
+]
+
+
+def _find_module(module_path):
     try:
-        return recbole_get_model(model_name)
-    except ValueError:
-        raise ValueError(
-            f"unknown model '{model_name}': it is neither a recbole-cora model "
-            f"({', '.join(plugin_model_names()) or 'none yet'}) nor a RecBole model. Check the spelling "
-            "(names are case-sensitive, e.g. LightGCN, BPR, FM)."
-        ) from None
+        return importlib.util.find_spec(module_path)
+    except ImportError:  # RecBole's exlib package imports xgboost and lightgbm, optional here
+        return None
+
+
+def get_model(model_name):
+    """The model class named ``model_name``: a plugin model if there is one, else RecBole's.
+
+    (RecBole's own ``get_model`` crashes on any unknown name when lightgbm is not installed.)"""
+    for package in PLUGIN_MODEL_PACKAGES + [f"recbole.model.{p}" for p in RECBOLE_MODEL_PACKAGES]:
+        module_path = f"{package}.{model_name.lower()}"
+        if _find_module(module_path) is not None:
+            module = importlib.import_module(module_path)
+            if hasattr(module, model_name):
+                return getattr(module, model_name)
+            spelled = [name for name in dir(module) if name.lower() == model_name.lower()]
+            raise ValueError(f"unknown model '{model_name}': model names are case-sensitive; did you mean {spelled}?")
+    raise ValueError(
+        f"unknown model '{model_name}': it is neither a recbole-cora model "
+        f"({', '.join(plugin_model_names()) or 'none yet'}) nor a RecBole model. Check the spelling "
+        "(names are case-sensitive, e.g. LightGCN, BPR, FM)."
+    )
 
 
 def get_trainer(model_type, model_name, config=None):

@@ -1,0 +1,49 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from recbole_cora.compat import UntrustedCheckpointError, atomic_torch_save, load_recbole_checkpoint
+from recbole_cora.config import Config
+
+from conftest import QUIET, ROOT
+
+
+def _recbole_style_checkpoint(path):
+    config = Config("BPR", "ml-100k", config_dict=QUIET)
+    torch.save({"config": config, "state_dict": {"w": torch.ones(2)}}, path)  # as RecBole's trainer does
+
+
+def test_recbole_checkpoints_need_the_shim_on_current_torch(tmp_path):
+    path = tmp_path / "saved" / "BPR.pth"
+    path.parent.mkdir()
+    _recbole_style_checkpoint(path)
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        torch.load(path)  # what RecBole 1.2.1's Trainer.evaluate/resume_checkpoint call
+    checkpoint = load_recbole_checkpoint(path, trusted_dirs=[tmp_path / "saved"])
+    assert torch.equal(checkpoint["state_dict"]["w"], torch.ones(2))
+
+
+def test_files_outside_the_run_are_never_unpickled(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    path = tmp_path / "elsewhere" / "x.pth"
+    _recbole_style_checkpoint(path)
+    with pytest.raises(UntrustedCheckpointError, match="not inside this run's checkpoint directory"):
+        load_recbole_checkpoint(path, trusted_dirs=[tmp_path / "saved"])
+
+
+def test_truncated_checkpoint_gets_a_clear_error(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    atomic_torch_save({"state_dict": {"w": torch.ones(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(RuntimeError, match="truncated or not a RecBole checkpoint"):
+        load_recbole_checkpoint(path, trusted_dirs=[tmp_path])
+    assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left no temporary file
+
+
+def test_the_plugin_never_imports_recbole_quick_start():
+    # recbole.quick_start imports ray, which cannot be installed on Python 3.12.
+    code = "import sys, recbole_cora, recbole_cora.model.collaborative; print('recbole.quick_start' in sys.modules, 'ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["False", "False"]

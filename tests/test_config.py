@@ -1,0 +1,64 @@
+import sys
+
+import pytest
+import yaml
+
+from recbole_cora.config import Config, parse_cmd_args
+from recbole_cora.utils import get_model, get_trainer
+
+from conftest import QUIET
+
+
+def test_plugin_properties_and_dataset_config_are_loaded_under_user_files(tmp_path):
+    config = Config("LightGCN", "ml-100k", config_dict=QUIET)
+    assert config["eval_args"]["mode"] == {"valid": "labeled", "test": "labeled"}
+    assert config["metrics"] == ["AUC", "UAUC", "LogLoss"]
+    assert config["threshold"] == {"rating": 4}  # dataset_configs/ml-100k.yaml
+    assert config["text_fields"] == ["movie_title", "release_year"]
+    assert config["embedding_size"] == 64  # RecBole's own LightGCN.yaml still applies
+
+    user_file = tmp_path / "mine.yaml"
+    user_file.write_text(yaml.safe_dump({"threshold": {"rating": 5}, "embedding_size": 32}))
+    config = Config("LightGCN", "ml-100k", config_file_list=[str(user_file)], config_dict=QUIET)
+    assert config["threshold"] == {"rating": 5} and config["embedding_size"] == 32
+
+
+def test_ml1m_config_is_the_collm_protocol():
+    config = Config("FM", "ml-1m", config_dict=QUIET)
+    assert config["eval_args"]["split"] == {"TB": ["2002-04-01", "2002-09-01"]}
+    assert config["time_window"] == ["2001-06-01", "2003-02-01"]
+
+
+def test_cmd_args_override_and_pytest_flags_are_never_read(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pytest", "--epochs=999", "--tb=short"])
+    config = Config("LightGCN", "ml-100k", config_dict=QUIET, cmd_args=["--learning_rate=0.05"])
+    assert config["epochs"] != 999 and config["tb"] is None
+    assert config["learning_rate"] == 0.05
+    assert parse_cmd_args(["--a=1", "--b=x=y"]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(ValueError, match="--key=value"):
+        parse_cmd_args(["--epochs", "5"])
+
+
+def test_unknown_model_and_missing_config_file_say_what_to_do():
+    with pytest.raises(ValueError, match="unknown model 'LightGNC'.*case-sensitive"):
+        get_model("LightGNC")
+    with pytest.raises(FileNotFoundError, match="nope.yaml.*--config_files"):
+        Config("LightGCN", "ml-100k", config_file_list=["nope.yaml"], config_dict=QUIET)
+
+
+def test_lookup_falls_back_to_recbole_and_mixes_in_labeled_evaluation():
+    from recbole.model.general_recommender import LightGCN
+    from recbole.trainer import Trainer
+
+    from recbole_cora.trainer import LabeledEvaluationMixin
+
+    assert get_model("LightGCN") is LightGCN
+    config = Config("LightGCN", "ml-100k", config_dict=QUIET)
+    trainer_class = get_trainer(config["MODEL_TYPE"], "LightGCN", config)
+    assert issubclass(trainer_class, Trainer) and issubclass(trainer_class, LabeledEvaluationMixin)
+    assert get_trainer(config["MODEL_TYPE"], "LightGCN", config) is trainer_class  # made once
+
+
+def test_model_names_are_case_sensitive_with_a_hint():
+    with pytest.raises(ValueError, match=r"did you mean \['LightGCN'\]"):
+        get_model("lightgcn")
