@@ -164,6 +164,14 @@ class LabeledDataset(Dataset):
                 "it must be 0/1. Use `threshold` to derive labels from a rating column."
             )
 
+    def _normalize(self):
+        """Never normalize the time field (RecBole's ml-100k.yaml sets ``normalize_all: True``): splits,
+        windows and history order need real time."""
+        raw_time = self.inter_feat[self.time_field].copy() if self.time_field in self.inter_feat else None
+        super()._normalize()
+        if raw_time is not None:
+            self.inter_feat[self.time_field] = raw_time
+
     def _data_processing(self):
         super()._data_processing()
         if self.text_fields:
@@ -252,7 +260,7 @@ class LabeledDataset(Dataset):
             if len(part) == 0:
                 raise ValueError(
                     f"the {name} split is empty. Check `eval_args.split` {split} against the data's time "
-                    "range and the filters (`val_interval`, `user_inter_num_interval`, ...)."
+                    "range and the filters (`time_window`, `val_interval`, `user_inter_num_interval`, ...)."
                 )
         return datasets
 
