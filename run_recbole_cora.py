@@ -8,6 +8,7 @@ Options other than --model, --dataset and --config_files are RecBole-style --key
 """
 
 import argparse
+import os
 import sys
 
 DEFAULT_MODEL = "LightGCN"
@@ -30,7 +31,15 @@ def main(argv=None):
         config_dict["model"] = args.model
     if args.dataset:
         config_dict["dataset"] = args.dataset
-    result = run_recbole_cora(config_file_list=args.config_files, config_dict=config_dict, cmd_args=overrides)
+    try:
+        result = run_recbole_cora(config_file_list=args.config_files, config_dict=config_dict, cmd_args=overrides)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        if "--debug" in sys.argv or os.environ.get("RECBOLE_CORA_DEBUG"):
+            raise
+        # Our own errors say what to change; a traceback from deep inside would hide it.
+        print(f"error: {err}", file=sys.stderr)
+        print("(set RECBOLE_CORA_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 2
     print(result["table"])
     print(f"results saved in {result['results_dir']}")
     return 0

@@ -1,0 +1,61 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recbole_cora import run_recbole_cora
+
+from conftest import QUIET, ROOT
+
+
+# DIN embeds every history item's features: on the whole of ml-100k one epoch takes minutes on 2 cores.
+DIN_SMALL = {"MAX_ITEM_LIST_LENGTH": 5, "time_window": ["1998-03-01", "1998-05-01"]}
+
+
+@pytest.mark.parametrize(
+    "model, options, test_rows",
+    [("LightGCN", {}, 10000), ("BPR", {}, 10000), ("NeuMF", {}, 10000), ("FM", {}, 10000),
+     ("DeepFM", {}, 10000), ("DIN", DIN_SMALL, 2201)],
+)
+def test_recbole_baselines_run_on_the_labeled_split_and_report_all_warm_cold(model, options, test_rows):
+    options = {**QUIET, "epochs": 1, "train_batch_size": 4096, **options}
+    out = run_recbole_cora(model=model, dataset="ml-100k", config_dict=options)
+    test = out["test_result"]
+    assert test["rows"] == test_rows and test["warm_rows"] + test["cold_rows"] == test_rows
+    for group in ("", "warm_", "cold_"):
+        assert 0.0 <= test[f"{group}auc"] <= 1.0 and 0.0 <= test[f"{group}uauc"] <= 1.0
+        assert test[f"{group}logloss"] > 0
+    for group in ("all", "warm", "cold"):
+        assert f"| {model} | {group} |" in out["table"]
+    folder = Path(out["results_dir"])
+    rows = list(csv.DictReader(open(folder / "results.csv")))
+    assert [r["rows_group"] for r in rows] == ["all", "warm", "cold"]
+    assert float(rows[0]["auc"]) == test["auc"] and float(rows[2]["uauc"]) == test["cold_uauc"]
+    assert json.loads((folder / "results.json").read_text())[model]["auc"] == test["auc"]
+    assert json.loads((folder / "config.json").read_text())["model"] == model
+
+
+def test_command_line_with_config_file_and_overrides(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": "BPR", "dataset": "ml-100k", "epochs": 3, "state": "WARNING"}))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_recbole_cora.py"), "--config_files", str(config), "--epochs=1", "--embedding_size=8"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| BPR | cold |" in done.stdout
+    saved = json.loads(next(tmp_path.glob("results/BPR-ml-100k-*/config.json")).read_text())
+    assert saved["epochs"] == 1 and saved["embedding_size"] == 8
+
+
+def test_command_line_errors_are_sentences_not_tracebacks(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run_recbole_cora.py"), "--model", "LightGNC"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert done.returncode == 2
+    assert "error: unknown model 'LightGNC'" in done.stderr and "Traceback" not in done.stderr
