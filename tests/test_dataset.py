@@ -29,14 +29,29 @@ def raw_frame(data):
     return frame
 
 
-def reference_histories(frame, k, label):
-    """For each raw row: the user's last k positives earlier in (time, file position) order."""
+def reference_histories(frame, k, label, tie_order="file"):
+    """For each raw row: the user's last k positives earlier in (time, file position) order; with
+    tie_order 'exclude', only positives of strictly earlier times."""
+    frame = frame.sort_values(["timestamp", "position"], kind="stable")
+    out = {}
+    for row in frame.itertuples():
+        earlier = frame[(frame.user_id == row.user_id) & frame.apply(label, axis=1)]
+        if tie_order == "exclude":
+            earlier = earlier[earlier.timestamp < row.timestamp]
+        else:
+            earlier = earlier[(earlier.timestamp < row.timestamp) | ((earlier.timestamp == row.timestamp) & (earlier.position < row.position))]
+        out[(row.user_id, row.item_id, row.timestamp)] = tuple(earlier.item_id.tolist()[-k:])
+    return out
+
+
+def fast_reference(frame, k):
+    """The same as reference_histories (file ties), in one pass, for 100,000 rows."""
     frame = frame.sort_values(["timestamp", "position"], kind="stable")
     seen, out = {}, {}
     for row in frame.itertuples():
         history = seen.setdefault(row.user_id, [])
         out[(row.user_id, row.item_id, row.timestamp)] = tuple(history[-k:])
-        if label(row):
+        if row.rating >= 4:
             history.append(row.item_id)
     return out
 
@@ -50,8 +65,8 @@ def rows_as_tokens(data, part, fields):
     return columns
 
 
-def check_histories(data, parts, k, label):
-    reference = reference_histories(raw_frame(data), k, label)
+def check_histories(data, parts, k, label, reference=None):
+    reference = reference or reference_histories(raw_frame(data), k, label)
     tokens = np.asarray(data.field2id_token[data.iid_field])
     checked = 0
     for part in parts:
@@ -80,7 +95,7 @@ def test_ml100k_labels_text_and_histories_are_exact():
     for token, title, year in zip(items.iloc[:, 0], items.iloc[:, 1], items.iloc[:, 2]):
         item_id = data.token2id("item_id", token)
         assert data.item_text(item_id) == {"movie_title": title, "release_year": year}
-    assert check_histories(data, parts, 10, lambda r: r.rating >= 4) == 100000
+    assert check_histories(data, parts, 10, None, reference=fast_reference(raw_frame(data), 10)) == 100000
 
 
 def test_histories_never_leak_the_future_with_heavy_time_ties(tmp_path):
@@ -90,9 +105,12 @@ def test_histories_never_leak_the_future_with_heavy_time_ties(tmp_path):
         rows = [(u, i, int(rng.integers(1, 6)), int(rng.integers(0, 12))) for u, i in pairs]  # 12 distinct times
         name = f"ties{trial}"
         path = write_atomic(tmp_path, name, rows)
-        data, parts = build(dataset=name, data_path=path, history_len=4, threshold={"rating": 4}, text_fields=[],
-                            eval_args={"split": {"RS": [0.6, 0.2, 0.2]}, "order": "TO", "group_by": None, "mode": "labeled"})
-        assert check_histories(data, parts, 4, lambda r: r.rating >= 4) == 300
+        for tie_order in ("file", "exclude"):
+            data, parts = build(dataset=name, data_path=path, history_len=4, threshold={"rating": 4}, text_fields=[],
+                                history_tie_order=tie_order,
+                                eval_args={"split": {"RS": [0.6, 0.2, 0.2]}, "order": "TO", "group_by": None, "mode": "labeled"})
+            reference = reference_histories(raw_frame(data), 4, lambda r: r.rating >= 4, tie_order)
+            assert check_histories(data, parts, 4, None, reference=reference) == 300
         for part in parts:  # no history item is the target itself
             feat = part.inter_feat
             assert not torch.any(feat["history_item_id"] == feat["item_id"].unsqueeze(1))

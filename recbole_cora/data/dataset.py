@@ -50,6 +50,11 @@ class LabeledDataset(Dataset):
         self.history_len = int(_conf(config, "history_len", 0))
         self.history_field = _conf(config, "HISTORY_FIELD", "history_item_id")
         self.warm_field = _conf(config, "WARM_FIELD", "warm")
+        self.history_tie_order = _conf(config, "history_tie_order", "file")
+        if self.history_tie_order not in ("file", "item_first_seen", "exclude"):
+            raise ValueError(
+                f"history_tie_order '{self.history_tie_order}': use 'file', 'item_first_seen' or 'exclude'."
+            )
         self.item_texts = None
         self.history_length_field = None
         if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
@@ -75,6 +80,9 @@ class LabeledDataset(Dataset):
                 "in its folder (see docs/datasets.md)."
             )
         super()._load_data(token, dataset_path)
+        if self.history_tie_order == "item_first_seen":
+            first = self.inter_feat[self.iid_field].drop_duplicates(keep="first")
+            self._item_first_row = dict(zip(first.values, first.index))  # position in the file
         if self.text_fields:
             self._raw_item_text = self._read_raw_item_text(token, dataset_path)
 
@@ -199,23 +207,43 @@ class LabeledDataset(Dataset):
         return texts
 
     def _history_order(self):
-        """Row order in which histories accumulate: by time, ties kept in file order (stable)."""
-        if self.time_field in self.inter_feat:
-            return np.argsort(self.inter_feat[self.time_field].values, kind="stable")
-        return np.arange(len(self.inter_feat))
+        """Row order in which histories accumulate: by time; ties as ``history_tie_order`` says."""
+        n = len(self.inter_feat)
+        if self.time_field not in self.inter_feat:
+            return np.arange(n)
+        times = self.inter_feat[self.time_field].values
+        if self.history_tie_order == "item_first_seen":
+            # CoLLM's preprocessing (a pandas merge with the movie table) grouped same-second rows by
+            # the order in which each movie first appears in the ratings file.
+            tokens = np.asarray(self.field2id_token[self.iid_field])[self.inter_feat[self.iid_field].values]
+            first_seen = np.fromiter((self._item_first_row[t] for t in tokens), dtype=np.int64, count=n)
+            return np.lexsort((np.arange(n), first_seen, times))
+        return np.argsort(times, kind="stable")  # file order within a tie
 
     def _add_histories(self):
-        """The last ``history_len`` positive items of the user before each interaction (Eq. prompt)."""
+        """The last ``history_len`` positive items of the user before each interaction.
+
+        "Before" is the order of ``_history_order``; with ``history_tie_order: exclude`` rows of the
+        same user and time never see each other."""
         users = self.inter_feat[self.uid_field].values
         items = self.inter_feat[self.iid_field].values
         labels = self.inter_feat[self.label_field].values
+        times = self.inter_feat[self.time_field].values if self.time_field in self.inter_feat else np.arange(len(users))
+        strict = self.history_tie_order == "exclude"
         histories = np.empty(len(users), dtype=object)
         positives = defaultdict(list)
+        pending = {}  # user -> (time, positives of that time), for strict ties
         for row in self._history_order():
-            seen = positives[users[row]]
+            user = users[row]
+            seen = positives[user]
+            if strict and user in pending and pending[user][0] < times[row]:
+                seen.extend(pending.pop(user)[1])
             histories[row] = np.asarray(seen[-self.history_len:], dtype=np.int64)
             if labels[row] == 1:
-                seen.append(items[row])
+                if strict:
+                    pending.setdefault(user, (times[row], []))[1].append(items[row])
+                else:
+                    seen.append(items[row])
         self.inter_feat[self.history_field] = histories
         self.set_field_property(
             self.history_field, FeatureType.TOKEN_SEQ, FeatureSource.INTERACTION, self.history_len
@@ -320,6 +348,20 @@ class LabeledDataset(Dataset):
         if self.item_texts is None:
             raise ValueError("no `text_fields` are configured for this dataset.")
         return self.item_texts[item_id]
+
+    def item_title(self, item_id):
+        """An item's text as prompts show it: ``item_text_template`` filled with its text fields
+        (the fields joined by spaces when no template is set)."""
+        fields = self.item_text(item_id)
+        template = self.config["item_text_template"]
+        if not template:
+            return " ".join(value for value in fields.values() if value)
+        try:
+            return template.format(**fields)
+        except KeyError as err:
+            raise ValueError(
+                f"item_text_template '{template}' names {err}, which is not in text_fields {self.text_fields}."
+            ) from None
 
     def split_fingerprint(self, datasets):
         """A digest of the split: which (user, item, time, label) rows fall into which part."""
