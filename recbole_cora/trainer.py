@@ -6,9 +6,15 @@ trained and evaluated by the same code on the same split.
 """
 
 import functools
+import json
+import os
+import shutil
+from pathlib import Path
 
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.evaluator.collector import DataStruct
+from recbole.trainer import Trainer
 from recbole.utils import InputType, set_color
 from tqdm import tqdm
 
@@ -110,3 +116,215 @@ class LabeledEvaluationMixin(CheckpointMixin):
 def with_mixin(mixin, base):
     """``base`` (a RecBole trainer class) with ``mixin`` in front of it, made once per pair."""
     return type(f"{mixin.__name__.replace('Mixin', '')}{base.__name__}", (mixin, base), {})
+
+
+class LLMTrainer(LabeledEvaluationMixin, Trainer):
+    """RecBole's Trainer for LLM recommenders, run by accelerate.
+
+    * one code path for 1 CPU, 1 GPU and N processes: ``Accelerator`` prepares the model, optimizer and a
+      plain DataLoader over row indices whose collate_fn is RecBole's (``accelerator.prepare`` cannot take
+      RecBole's loaders, DESIGN §8); the loss goes through the wrapped module's forward;
+    * AdamW on the trainable parameters only, linear warm-up then cosine decay, clipping, gradient
+      accumulation and mixed precision (``mixed_precision``);
+    * evaluation splits row indices between processes (no padded duplicates), gathers (row, score,
+      label, user, warm) once, and evaluates all/warm/cold on the main process;
+    * checkpoints hold only the trainable parameters (safetensors) and the config (JSON): loading the
+      best model never unpickles anything.
+    """
+
+    def __init__(self, config, model):
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=config["mixed_precision"] or "no",
+            gradient_accumulation_steps=int(config["gradient_accumulation_steps"] or 1),
+        )
+        config["device"] = self.accelerator.device
+        if not config["device_map"]:
+            model = model.to(self.accelerator.device)
+        super().__init__(config, model)
+        self.scheduler = None
+        self.wrapped = self.accelerator.prepare(model) if not config["device_map"] else model
+        self.optimizer = self.accelerator.prepare(self.optimizer)
+        stem = os.path.splitext(self.saved_model_file)[0]
+        self.saved_model_file = stem  # a folder: trainable.safetensors + config.json
+        self.logger.info(
+            f"LLM trainer: {self.accelerator.num_processes} process(es) on {self.accelerator.device}; "
+            f"{sum(p.numel() for p in self._trainable()):,} trainable parameters"
+        )
+
+    # ---------------------------------------------------------------- optimisation
+    def _trainable(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _build_optimizer(self, **kwargs):
+        return super()._build_optimizer(params=self._trainable())
+
+    def _build_scheduler(self, steps_per_epoch):
+        from transformers import get_cosine_schedule_with_warmup
+
+        total = max(1, steps_per_epoch * self.epochs)
+        warmup = int(round(float(self.config["warmup_ratio"] or 0.0) * total))
+        return get_cosine_schedule_with_warmup(self.optimizer, warmup, total)
+
+    def _row_loader(self, data, rows, batch_size, shuffle, epoch=0):
+        from torch.utils.data import DataLoader, RandomSampler
+
+        generator = torch.Generator().manual_seed(int(self.config["seed"]) + epoch)
+        sampler = RandomSampler(rows, generator=generator) if shuffle else None
+        return DataLoader(rows, batch_size=batch_size, sampler=sampler, collate_fn=lambda idx: _first(data.collate_fn(idx)))
+
+    def _train_rows(self, train_data, epoch_idx):
+        n = len(train_data._dataset)
+        sample = self.config["train_rows_per_epoch"]
+        if sample and sample < n:
+            generator = torch.Generator().manual_seed(int(self.config["seed"]) * 1000 + epoch_idx)
+            return torch.randperm(n, generator=generator)[: int(sample)].tolist()
+        return list(range(n))
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        rows = self._train_rows(train_data, epoch_idx)
+        loader = self.accelerator.prepare(
+            self._row_loader(train_data, rows, self.config["train_batch_size"], shuffle=True, epoch=epoch_idx)
+        )
+        if self.scheduler is None:
+            steps = len(loader) // self.accelerator.gradient_accumulation_steps or 1
+            self.scheduler = self._build_scheduler(steps)
+        self.wrapped.train()
+        total, batches = 0.0, 0
+        progress = tqdm(loader, total=len(loader), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"),
+                        disable=not show_progress or not self.accelerator.is_main_process)
+        for interaction in progress:
+            with self.accelerator.accumulate(self.wrapped):
+                loss = self.wrapped(interaction, return_loss=True)
+                self._check_nan(loss)
+                self.accelerator.backward(loss)
+                if self.clip_grad_norm and self.accelerator.sync_gradients:
+                    self.accelerator.clip_grad_norm_(self._trainable(), **self.clip_grad_norm)
+                self.optimizer.step()
+                if self.accelerator.sync_gradients:
+                    self.scheduler.step()
+                self.optimizer.zero_grad()
+            total += loss.item()
+            batches += 1
+            if show_progress:
+                progress.set_postfix_str(f"loss {total / batches:.4f}")
+        return total / max(batches, 1)
+
+    # ---------------------------------------------------------------- evaluation
+    def _eval_rows(self, eval_data):
+        n = len(eval_data._dataset)
+        sample = self.config["eval_rows"]
+        if sample and sample < n:  # the same subset every time (valid and test alike)
+            generator = torch.Generator().manual_seed(int(self.config["seed"]))
+            return sorted(torch.randperm(n, generator=generator)[: int(sample)].tolist())
+        return list(range(n))
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            self.load_best_model(model_file)
+        self.model.eval()
+        rows = self._eval_rows(eval_data)
+        with self.accelerator.split_between_processes(rows) as mine:
+            loader = self._row_loader(eval_data, mine, self.config["eval_batch_size"], shuffle=False)
+            fields = {"row": [], "score": [], "label": [], "uid": [], "warm": []}
+            position = 0
+            for interaction in tqdm(loader, total=len(loader), ncols=100, desc=set_color("Evaluate   ", "pink"),
+                                    disable=not show_progress or not self.accelerator.is_main_process):
+                scores = self.model.predict(interaction.to(self.device))
+                fields["row"].append(torch.tensor(mine[position: position + len(scores)]))
+                position += len(scores)
+                fields["score"].append(scores.float().cpu())
+                fields["label"].append(interaction[self.config["LABEL_FIELD"]].float().cpu())
+                fields["uid"].append(interaction[self.config["USER_ID_FIELD"]].cpu())
+                warm_field = self.config["WARM_FIELD"]
+                fields["warm"].append(interaction[warm_field].float().cpu() if warm_field in interaction else torch.ones(len(scores)))
+        local = {k: torch.cat(v) if v else torch.zeros(0) for k, v in fields.items()}
+        gathered = self._gather_rows(local)
+        struct = DataStruct()
+        struct.set("rec.score", gathered["score"])
+        struct.set("data.label", gathered["label"])
+        struct.set("data.uid", gathered["uid"].long())
+        struct.set("data.warm", gathered["warm"])
+        return evaluate_groups(self.evaluator, struct)
+
+    def _gather_rows(self, local):
+        """Every process's rows exactly once, in row order (padding added for the gather is dropped)."""
+        if self.accelerator.num_processes == 1:
+            return local
+        n = torch.tensor([len(local["row"])], device=self.accelerator.device)
+        longest = int(self.accelerator.gather(n).max())
+        out = {}
+        for key, values in local.items():
+            padded = torch.full((longest,), -1.0 if key == "row" else 0.0, dtype=torch.float64)
+            padded[: len(values)] = values.double()
+            out[key] = self.accelerator.gather(padded.to(self.accelerator.device)).cpu()
+        keep = out["row"] >= 0
+        order = torch.argsort(out["row"][keep])
+        return {key: values[keep][order].to(local[key].dtype) for key, values in out.items()}
+
+    # ---------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.accelerator.is_main_process:
+            return
+        folder = Path(kwargs.pop("saved_model_file", self.saved_model_file))
+        save_trainable(self.model, folder, self.config, {"epoch": epoch, "best_valid_score": self.best_valid_score})
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {folder}")
+
+    def load_best_model(self, model_file=None):
+        folder = Path(model_file or self.saved_model_file)
+        load_trainable(self.model, folder)
+        self.logger.info(f"Loading trainable parameters from {folder}")
+
+    def resume_checkpoint(self, resume_file):
+        raise NotImplementedError("resuming LLM training is not supported yet: start the run again.")
+
+
+def _first(batch):
+    """RecBole's eval loaders return (interaction, row_idx, positive_u, positive_i); train loaders the interaction."""
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def save_trainable(model, folder, config, state):
+    """Write ``trainable.safetensors`` and ``config.json`` into ``folder`` through a temporary folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.trainable_state_dict().items()}
+    save_file(tensors, str(tmp / "trainable.safetensors"), metadata={"model": type(model).__name__})
+    resolved = {k: v for k, v in config.final_config_dict.items() if _is_plain(v)}
+    (tmp / "config.json").write_text(json.dumps({"config": resolved, "state": state}, indent=2, default=str))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def load_trainable(model, folder):
+    from safetensors.torch import load_file
+
+    path = Path(folder) / "trainable.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved model at '{path}': train first, or point `model_file` at a saved run folder.")
+    tensors = load_file(str(path))
+    expected = set(model.trainable_state_dict())
+    if set(tensors) != expected:
+        raise ValueError(
+            f"'{path}' does not fit this model: missing {sorted(expected - set(tensors))[:3]}, "
+            f"unexpected {sorted(set(tensors) - expected)[:3]}. Was it saved with other options?"
+        )
+    model.load_state_dict(tensors, strict=False)
+
+
+def _is_plain(value):
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False

@@ -52,7 +52,12 @@ def get_trainer(model_type, model_name, config=None):
     with labeled all/warm/cold evaluation (``eval_args.mode: labeled``) and safe checkpoints mixed in."""
     from recbole_cora import trainer as plugin_trainers
 
-    base = getattr(plugin_trainers, f"{model_name}Trainer", None) or recbole_get_trainer(model_type, model_name)
+    from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+
+    base = getattr(plugin_trainers, f"{model_name}Trainer", None)
+    if base is None and issubclass(get_model(model_name), LLMRecommender):
+        base = plugin_trainers.LLMTrainer
+    base = base or recbole_get_trainer(model_type, model_name)
     labeled = config is None or "labeled" in config["eval_args"]["mode"].values()
     mixin = plugin_trainers.LabeledEvaluationMixin if labeled else plugin_trainers.CheckpointMixin
     if issubclass(base, mixin):

