@@ -12,6 +12,7 @@ from recbole.data import data_preparation
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
 from recbole_cora.config import Config
+from recbole_cora.evaluator import evaluate_groups
 from recbole_cora.results import markdown_table, save_results
 from recbole_cora.utils import create_dataset, get_model, get_trainer
 
@@ -33,9 +34,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     if getattr(model_class, "uses_cf_encoder", False):
         from recbole_cora.model.collaborative import run_cf_stage
 
-        stage = run_cf_stage(config, dataset)
-        config["cf_stage_dir"] = str(stage)
-        results.update(_cf_stage_result(stage))
+        config["cf_stage_dir"] = str(run_cf_stage(config, dataset))
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
@@ -48,6 +47,11 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     train_seconds = time.time() - start
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_result["train_seconds"] = round(train_seconds, 2)
+    cf_encoder = getattr(model, "cf_encoder", None)
+    if cf_encoder is not None and hasattr(trainer, "score_rows"):
+        # The frozen CF encoder's own scores, on exactly the rows the LLM model was evaluated on.
+        struct = trainer.score_rows(cf_encoder, test_data)
+        results[f"{cf_encoder.cf_model} (frozen CF encoder)"] = evaluate_groups(trainer.evaluator, struct)
     results[config["model"]] = test_result
 
     folder = Path(config["results_dir"]) / f"{config['model']}-{config['dataset']}-{get_local_time()}"
@@ -64,13 +68,3 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         "results_dir": str(folder),
         "table": table,
     }
-
-
-def _cf_stage_result(stage):
-    import json
-
-    path = Path(stage) / "result.json"
-    if not path.is_file():
-        return {}
-    saved = json.loads(path.read_text())
-    return {f"{saved['model']} (CF encoder)": saved["test"]}

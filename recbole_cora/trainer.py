@@ -228,21 +228,30 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         if load_best_model:
             self.load_best_model(model_file)
         self.model.eval()
+        struct = self.score_rows(self.model, eval_data, show_progress)
+        return evaluate_groups(self.evaluator, struct)
+
+    @torch.no_grad()
+    def score_rows(self, model, eval_data, show_progress=False):
+        """``model.predict`` on this trainer's evaluation rows of ``eval_data``, split between processes
+        (no padded duplicates) and gathered once, as a RecBole DataStruct (score, label, uid, warm)."""
         rows = self._eval_rows(eval_data)
+        label_field, uid_field, warm_field = (self.config[k] for k in ("LABEL_FIELD", "USER_ID_FIELD", "WARM_FIELD"))
+        fields = {"row": [], "score": [], "label": [], "uid": [], "warm": []}
         with self.accelerator.split_between_processes(rows) as mine:
             loader = self._row_loader(eval_data, mine, self.config["eval_batch_size"], shuffle=False)
-            fields = {"row": [], "score": [], "label": [], "uid": [], "warm": []}
             position = 0
             for interaction in tqdm(loader, total=len(loader), ncols=100, desc=set_color("Evaluate   ", "pink"),
                                     disable=not show_progress or not self.accelerator.is_main_process):
-                scores = self.model.predict(interaction.to(self.device))
+                scores = model.predict(interaction.to(self.device)).float().cpu()
                 fields["row"].append(torch.tensor(mine[position: position + len(scores)]))
                 position += len(scores)
-                fields["score"].append(scores.float().cpu())
-                fields["label"].append(interaction[self.config["LABEL_FIELD"]].float().cpu())
-                fields["uid"].append(interaction[self.config["USER_ID_FIELD"]].cpu())
-                warm_field = self.config["WARM_FIELD"]
-                fields["warm"].append(interaction[warm_field].float().cpu() if warm_field in interaction else torch.ones(len(scores)))
+                fields["score"].append(scores)
+                fields["label"].append(interaction[label_field].float().cpu())
+                fields["uid"].append(interaction[uid_field].cpu())
+                fields["warm"].append(
+                    interaction[warm_field].float().cpu() if warm_field in interaction else torch.ones(len(scores))
+                )
         local = {k: torch.cat(v) if v else torch.zeros(0) for k, v in fields.items()}
         gathered = self._gather_rows(local)
         struct = DataStruct()
@@ -250,7 +259,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         struct.set("data.label", gathered["label"])
         struct.set("data.uid", gathered["uid"].long())
         struct.set("data.warm", gathered["warm"])
-        return evaluate_groups(self.evaluator, struct)
+        return struct
 
     def _gather_rows(self, local):
         """Every process's rows exactly once, in row order (padding added for the gather is dropped)."""

@@ -133,10 +133,11 @@ def run_cf_stage(config, dataset=None):
 class FrozenCFEncoder(nn.Module):
     """Frozen user/item embedding tables of a CF stage, aligned by token to ``dataset``'s ids."""
 
-    def __init__(self, user_table, item_table):
+    def __init__(self, user_table, item_table, uid_field="user_id", iid_field="item_id", cf_model="CF"):
         super().__init__()
         self.register_buffer("user_table", user_table)
         self.register_buffer("item_table", item_table)
+        self.uid_field, self.iid_field, self.cf_model = uid_field, iid_field, cf_model
 
     @property
     def embedding_size(self):
@@ -172,7 +173,7 @@ class FrozenCFEncoder(nn.Module):
             )
         user = cls._align(tables["user"], json.loads(meta["user_tokens"]), dataset, dataset.uid_field, path)
         item = cls._align(tables["item"], json.loads(meta["item_tokens"]), dataset, dataset.iid_field, path)
-        return cls(user, item)
+        return cls(user, item, dataset.uid_field, dataset.iid_field, meta.get("cf_model", "CF"))
 
     @staticmethod
     def _align(table, saved_tokens, dataset, field, path):
@@ -190,3 +191,8 @@ class FrozenCFEncoder(nn.Module):
 
     def forward(self, user_ids, item_ids):
         return self.user_table[user_ids], self.item_table[item_ids]
+
+    def predict(self, interaction):
+        """The CF model's own score, sigmoid(<e_u, e_i>) (LightGCN's and BPR's predict), for side-by-side rows."""
+        user, item = self(interaction[self.uid_field].to(self.user_table.device), interaction[self.iid_field].to(self.item_table.device))
+        return torch.sigmoid((user * item).sum(dim=-1))

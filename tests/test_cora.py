@@ -1,0 +1,155 @@
+import json
+import math
+
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_seed
+
+from recbole_cora import run_recbole_cora
+from recbole_cora.config import Config
+from recbole_cora.llm.scoring import last_position_answer_logits
+from recbole_cora.model.collaborative import run_cf_stage
+from recbole_cora.model.llm_recommender.cora import CoRA
+from recbole_cora.trainer import LLMTrainer
+from recbole_cora.utils import create_dataset, get_trainer
+
+from conftest import SMALL_CORA
+
+
+def build(tiny_llm, **extra):
+    config = Config("CoRA", "ml-100k", config_dict={**SMALL_CORA, "llm_path": tiny_llm, **extra})
+    init_seed(config["seed"], config["reproducibility"])  # a random split (RO) must be the CF stage's too
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    config["cf_stage_dir"] = str(run_cf_stage(config, dataset))
+    torch.manual_seed(0)
+    return config, CoRA(config, train._dataset), (train, valid, test)
+
+
+def first_batch(data, n=16):
+    batch = data.collate_fn(list(range(n)))
+    return batch[0] if isinstance(batch, tuple) else batch  # eval loaders return (interaction, ...)
+
+
+def test_zero_P_scores_equal_the_frozen_llm_yes_logits(tiny_llm):
+    config, model, (train, _, _) = build(tiny_llm)
+    model.eval()
+    batch = first_batch(train)
+    ids, mask = model.prompts.batch(batch)
+    plain = last_position_answer_logits(model.llm, ids, mask, model.scorer.answer_ids)[:, 0]
+    assert torch.equal(model(batch), plain)
+    assert model.query_generator(*model.cf_encoder(batch["user_id"], batch["item_id"])).abs().sum() > 0  # A_b is not 0
+
+
+def test_a_training_step_changes_only_trainable_parts_and_reaches_all_of_them(tiny_llm):
+    config, model, (train, _, _) = build(tiny_llm)
+    frozen = {name: t.clone() for name, t in model.state_dict().items() if name.startswith(("llm.", "cf_encoder."))}
+    trainable = dict(model.named_parameters())
+    trainable = {n: p for n, p in trainable.items() if p.requires_grad}
+    assert trainable and all(n.startswith(("lora.", "query_generator.")) for n in trainable)
+    optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
+    model.train()
+    assert not model.llm.training  # the frozen LLM never trains (no dropout)
+    for step in range(2):
+        optimizer.zero_grad()
+        model.calculate_loss(first_batch(train)).backward()
+        assert all(p.grad is not None for p in trainable.values())
+        optimizer.step()
+    # P starts at 0, so the query generator's gradient is 0 at step 1 and flows from step 2 on
+    assert all(p.grad.abs().sum() > 0 for n, p in trainable.items() if n.startswith("query_generator.to_lora"))
+    for name, before in frozen.items():
+        assert torch.equal(model.state_dict()[name], before), name
+
+
+def test_cora_learns_on_a_small_ml100k_slice(tiny_llm):
+    random_split = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "labeled"}
+    options = {"eval_args": random_split, "epochs": 2, "train_rows_per_epoch": 1024, "eval_rows": 600,
+               "learning_rate": 3e-3, "cf_config": {"epochs": 30, "embedding_size": 16},
+               "time_window": ["1998-01-01", "1998-05-01"]}
+    config, model, (train, valid, test) = build(tiny_llm, **options)
+    trainer = get_trainer(config["MODEL_TYPE"], "CoRA", config)(config, model)
+    assert isinstance(trainer, LLMTrainer)
+    probe = first_batch(train, 256)
+    with torch.no_grad():
+        model.eval()
+        before = model.calculate_loss(probe).item()
+    best, valid_result = trainer.fit(train, valid)
+    with torch.no_grad():
+        model.eval()
+        after = model.calculate_loss(probe).item()
+    assert after < before - 0.01, (before, after)
+    assert valid_result["auc"] > 0.6, valid_result
+
+
+def test_checkpoints_hold_only_trainable_parameters_and_reload_without_pickle(tiny_llm):
+    config, model, (train, valid, test) = build(tiny_llm, train_rows_per_epoch=64)
+    trainer = get_trainer(config["MODEL_TYPE"], "CoRA", config)(config, model)
+    trainer.fit(train, valid)
+    folder = trainer.saved_model_file
+    from pathlib import Path
+
+    files = sorted(p.name for p in Path(folder).iterdir())
+    assert files == ["config.json", "trainable.safetensors"]
+    from safetensors.torch import load_file
+
+    saved = load_file(str(Path(folder) / "trainable.safetensors"))
+    assert set(saved) == set(model.trainable_state_dict())
+    assert not any(name.startswith(("llm.", "cf_encoder.")) for name in saved)
+    assert json.loads((Path(folder) / "config.json").read_text())["config"]["model"] == "CoRA"
+    batch = first_batch(valid)
+    model.eval()
+    expected = model.predict(batch)
+    torch.manual_seed(123)
+    fresh = CoRA(config, train._dataset)
+    fresh.eval()
+    assert not torch.allclose(fresh.predict(batch), expected)
+    get_trainer(config["MODEL_TYPE"], "CoRA", config)(config, fresh).load_best_model(folder)
+    assert torch.equal(fresh.predict(batch), expected)
+
+
+def test_same_seed_gives_identical_metrics(tiny_llm):
+    options = {"llm_path": tiny_llm, "train_rows_per_epoch": 96, "eval_rows": 200}
+    first = run_recbole_cora("CoRA", "ml-100k", config_dict={**SMALL_CORA, **options})
+    second = run_recbole_cora("CoRA", "ml-100k", config_dict={**SMALL_CORA, **options})
+    assert first["test_result"]["rows"] == 200
+    for key in ("auc", "uauc", "logloss", "warm_auc", "cold_auc"):
+        a, b = first["test_result"][key], second["test_result"][key]
+        assert (math.isnan(a) and math.isnan(b)) or a == b, key
+    assert set(first["results"]) == {"CoRA", "LightGCN (frozen CF encoder)"}
+    assert first["results"]["LightGCN (frozen CF encoder)"]["rows"] == 200  # the same rows as CoRA's
+
+
+def test_prompts_show_exactly_the_history_in_time_order(tiny_llm):
+    config, model, (train, _, _) = build(tiny_llm)
+    data = train._dataset
+    batch = first_batch(train, 64)
+    for history, target in zip(batch["history_item_id"].tolist(), batch["item_id"].tolist()):
+        text = model.prompts.text(history, target)
+        titles = [f'"{data.item_title(i)}"' for i in history if i > 0]
+        shown = ", ".join(titles) if titles else config["prompt_empty_history"]
+        assert f"movies: {shown}. Using" in text and f'titled "{data.item_title(target)}"?' in text
+        ids = model.prompts.token_ids([history], [target])[0]
+        assert model.tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
+def test_long_prompts_drop_the_oldest_history_first(tiny_llm):
+    config, model, (train, _, _) = build(tiny_llm)
+    prompts = model.prompts
+    history, target = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14], 20
+    full = len(prompts.token_ids([history], [target])[0])
+    prompts.max_tokens = full - 1
+    prompts._cache.clear()
+    ids = prompts.token_ids([history], [target])[0]
+    assert len(ids) <= full - 1 and prompts.truncated == 1
+    assert prompts.tokenizer.decode(ids, skip_special_tokens=True) == prompts.text(history[1:], target)
+    prompts.max_tokens = 5
+    with pytest.raises(ValueError, match="max_prompt_tokens"):
+        prompts.token_ids([[]], [21])
+
+
+def test_bad_prompt_templates_are_refused(tiny_llm):
+    with pytest.raises(ValueError, match=r"\{target\}"):
+        build(tiny_llm, prompt_template="#Question: {history}? #Answer:")
+    with pytest.raises(ValueError, match="unknown slot"):
+        build(tiny_llm, prompt_template="{history} {user} {target} #Answer:")

@@ -1,0 +1,114 @@
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from recbole_cora.llm import DynamicLoRA
+from recbole_cora.llm.scoring import answer_token_ids, last_position_answer_logits
+
+
+@pytest.fixture
+def llm(tiny_llm):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm, dtype=torch.float32)
+    model.eval().requires_grad_(False)
+    return model, AutoTokenizer.from_pretrained(tiny_llm)
+
+
+def batch(tokenizer, texts):
+    rows = [tokenizer.encode(t) for t in texts]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = torch.tensor(r)
+        mask[k, : len(r)] = 1
+    return ids, mask
+
+
+TEXTS = ['A user liked "Toy Story (1995)". Would they like "Heat (1995)"? #Answer:',
+         'Would they like "Fargo (1996)"? #Answer:',
+         'A user liked "Babe (1995)", "Casino (1995)", "Clueless (1995)". "Jumanji (1995)"? #Answer:']
+
+
+def test_last_position_scoring_equals_the_full_lm_head(llm):
+    model, tokenizer = llm
+    ids, mask = batch(tokenizer, TEXTS)
+    answers = answer_token_ids(tokenizer, ["Yes", "No"], after="#Answer:")
+    fast = last_position_answer_logits(model, ids, mask, answers)
+    full = model(input_ids=ids, attention_mask=mask).logits
+    last = mask.sum(1) - 1
+    expected = full[torch.arange(len(TEXTS)), last][:, answers]
+    assert torch.allclose(fast, expected, atol=1e-5)
+    # right padding does not change a row's score: each row alone gives the same logits
+    for k, text in enumerate(TEXTS):
+        alone = last_position_answer_logits(model, *batch(tokenizer, [text]), answers)
+        assert torch.allclose(alone[0], fast[k], atol=1e-5)
+
+
+def test_zero_P_leaves_the_model_exactly_unchanged(llm):
+    model, tokenizer = llm
+    ids, mask = batch(tokenizer, TEXTS)
+    answers = answer_token_ids(tokenizer)
+    base = last_position_answer_logits(model, ids, mask, answers)
+    lora = DynamicLoRA(model, rank=4, alpha=8)
+    A = torch.randn(len(TEXTS), lora.in_features, 4)
+    with lora.weights(A):
+        injected = last_position_answer_logits(model, ids, mask, answers)
+    assert torch.equal(injected, base)
+
+
+def test_batched_per_sample_delta_equals_explicitly_merged_weights(llm):
+    model, tokenizer = llm
+    ids, mask = batch(tokenizer, TEXTS)
+    answers = answer_token_ids(tokenizer)
+    torch.manual_seed(0)
+    lora = DynamicLoRA(model, rank=4, alpha=8, dropout=0.0)
+    for p in lora.P.values():
+        p.data.normal_(0, 0.5)
+    A = torch.randn(len(TEXTS), lora.in_features, 4)
+    with lora.weights(A):
+        batched = last_position_answer_logits(model, ids, mask, answers)
+    lora.remove()
+    for b, text in enumerate(TEXTS):
+        merged = copy.deepcopy(model)
+        modules = dict(merged.named_modules())
+        for name in lora.module_names:
+            P = lora.P[name.replace(".", "__")]
+            modules[name].weight.data += lora.scaling * (A[b] @ P).t()  # dW_b = (A_b P_m)^T
+        alone = last_position_answer_logits(merged, *batch(tokenizer, [text]), answers)
+        assert torch.allclose(alone[0], batched[b], atol=1e-4), (b, alone, batched[b])
+    assert not torch.allclose(batched, last_position_answer_logits(model, ids, mask, answers))
+
+
+def test_q_k_v_share_one_x_times_A(llm):
+    model, tokenizer = llm
+    lora = DynamicLoRA(model, rank=4, alpha=8)
+    calls = []
+    lora.dropout.register_forward_hook(lambda *args: calls.append(1))
+    with lora.weights(torch.randn(len(TEXTS), lora.in_features, 4)):
+        last_position_answer_logits(model, *batch(tokenizer, TEXTS), answer_token_ids(tokenizer))
+    layers = model.config.num_hidden_layers
+    assert len(calls) == 2 * layers  # one x A_b for q, k, v together and one for o, per layer
+
+
+def test_bad_targets_and_shapes_are_named(llm):
+    model, _ = llm
+    with pytest.raises(ValueError, match="match no linear layer.*q_proj"):
+        DynamicLoRA(model, target_modules=["query"])
+    with pytest.raises(ValueError, match="different input widths"):
+        DynamicLoRA(model, target_modules=["q_proj", "down_proj"])
+    lora = DynamicLoRA(model, rank=4)
+    with pytest.raises(ValueError, match="expected"):
+        with lora.weights(torch.randn(2, 3, 4)):
+            pass
+
+
+def test_answer_tokens_are_found_with_and_without_a_space(llm):
+    _, tokenizer = llm
+    spaced = answer_token_ids(tokenizer, ["Yes", "No"], after="#Answer:")
+    bare = answer_token_ids(tokenizer, ["Yes", "No"], after="#Answer: ")
+    assert tokenizer.convert_ids_to_tokens(spaced) == ["ĠYes", "ĠNo"]
+    assert tokenizer.convert_ids_to_tokens(bare) == ["Yes", "No"]
+    with pytest.raises(ValueError, match="not a single token.*answer_words"):
+        answer_token_ids(tokenizer, ["Absolutely", "No"])
