@@ -1,6 +1,6 @@
 """Run a recbole-cora model, or any RecBole model, under the plugin's labeled protocol.
 
-    python run_recbole_cora.py                                  # the embedded default (see README)
+    python run_recbole_cora.py                                  # the embedded default: CoRA, ml-100k, SmolLM2
     python run_recbole_cora.py --model LightGCN --dataset ml-100k
     python run_recbole_cora.py --config_files my.yaml --learning_rate=0.01
 
@@ -11,8 +11,9 @@ import argparse
 import os
 import sys
 
-DEFAULT_MODEL = "LightGCN"
-DEFAULT_DATASET = "ml-100k"
+from pathlib import Path
+
+EMBEDDED_DEFAULT = Path(__file__).resolve().parent / "properties" / "presets" / "embedded_default.yaml"
 
 
 def main(argv=None):
@@ -25,8 +26,10 @@ def main(argv=None):
     from recbole_cora import run_recbole_cora
 
     config_dict = {}
-    if not args.config_files:
-        config_dict = {"model": DEFAULT_MODEL, "dataset": DEFAULT_DATASET}
+    if not (args.config_files or args.model or args.dataset):
+        args.config_files = [str(EMBEDDED_DEFAULT)]  # the embedded default: CoRA, ml-100k, SmolLM2
+    elif not args.config_files:
+        config_dict = {"model": "LightGCN", "dataset": "ml-100k"}
     if args.model:
         config_dict["model"] = args.model
     if args.dataset:

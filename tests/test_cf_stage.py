@@ -96,3 +96,17 @@ def test_a_stage_for_another_split_dataset_or_id_mapping_is_refused(tmp_path):
     (stage / "embeddings.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CFCheckpointError, match="truncated or not a CF stage"):
         FrozenCFEncoder.from_stage(stage, dataset)
+
+
+def test_the_llm_models_training_options_do_not_leak_into_the_cf_stage(tmp_path):
+    from recbole_cora.model.collaborative import cf_stage_config
+
+    path = small_data(tmp_path)
+    config = Config("FM", "cfsmall", config_dict={**QUIET, "data_path": path, "threshold": {"rating": 4}, "epochs": 1,
+                                                   "learning_rate": 0.5, "time_window": [0, 500],
+                                                   "cf_config": {"embedding_size": 8}}, cmd_args=["--train_batch_size=7"])
+    cf = cf_stage_config(config)
+    assert cf["model"] == "LightGCN" and cf["epochs"] == 300 and cf["learning_rate"] == 0.001  # RecBole's LightGCN
+    assert cf["train_batch_size"] == 2048 and cf["embedding_size"] == 8
+    assert cf["data_path"] == config["data_path"] and cf["time_window"] == [0, 500]
+    assert cf["threshold"] == {"rating": 4} and cf["eval_args"] == config["eval_args"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from recbole.utils.argument_list import dataset_arguments
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -32,19 +33,25 @@ class CFCheckpointError(ValueError):
     """A CF stage that does not belong to this dataset, split or id mapping."""
 
 
+# What the CF stage takes over from the run: the data and the split, never the LLM model's training options
+# (an `epochs: 1` meant for CoRA must not cut LightGCN's training short); `cf_config` sets those.
+CF_SHARED_OPTIONS = set(dataset_arguments) | {
+    "gpu_id", "use_gpu", "seed", "reproducibility", "state", "data_path", "checkpoint_dir", "show_progress",
+    "eval_args", "repeatable", "metrics", "valid_metric", "metric_decimal_place", "encoding",
+    "time_window", "inter_num_filter_passes", "history_tie_order", "WARM_FIELD", "cf_checkpoint_dir", "results_dir",
+}
+
+
 def cf_stage_config(config):
-    """The RecBole Config of the CF stage: the same dataset configuration and user files, the CF
-    model's own defaults, and ``cf_config`` on top of everything."""
+    """The RecBole Config of the CF stage: the run's data and split options, the CF model's own
+    defaults, and ``cf_config`` on top."""
     from recbole_cora.config import Config
 
-    overrides = dict(config.variable_config_dict)
-    overrides.update(config.cmd_config_dict)
-    overrides.update(config["cf_config"] or {})
-    overrides["model"] = config["cf_model"]
-    return Config(
-        model=config["cf_model"], dataset=config["dataset"],
-        config_file_list=config.config_file_list, config_dict=overrides,
-    )
+    given = {**config.internal_config_dict, **config.external_config_dict}  # before RecBole rewrites data_path
+    options = {key: value for key, value in given.items() if key in CF_SHARED_OPTIONS}
+    options.update(config["cf_config"] or {})
+    options["model"] = config["cf_model"]
+    return Config(model=config["cf_model"], dataset=config["dataset"], config_dict=options)
 
 
 def cf_stage_dir(cf_config, fingerprint):
