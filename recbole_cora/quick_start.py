@@ -4,8 +4,12 @@ It mirrors ``recbole.quick_start.run_recbole`` without importing ``recbole.quick
 ``ray``, not installable on Python 3.12).
 """
 
+import logging
 import time
 from logging import getLogger
+
+import torch
+from accelerate import PartialState
 from pathlib import Path
 
 from recbole.data import data_preparation
@@ -20,9 +24,13 @@ from recbole_cora.utils import create_dataset, get_model, get_trainer
 def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True):
     """Train and evaluate one model; returns its valid/test results and where they were saved."""
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    # One process per device under `accelerate launch` / torchrun; a single process otherwise.
+    state = PartialState(cpu=not torch.cuda.is_available())
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
+    if not state.is_main_process:
+        logger.setLevel(logging.WARNING)
     logger.info(config)
 
     dataset = create_dataset(config)
@@ -34,7 +42,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     if getattr(model_class, "uses_cf_encoder", False):
         from recbole_cora.model.collaborative import run_cf_stage
 
-        config["cf_stage_dir"] = str(run_cf_stage(config, dataset))
+        with state.main_process_first():  # the main process trains it; the others then find it
+            config["cf_stage_dir"] = str(run_cf_stage(config, dataset))
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
@@ -55,7 +64,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     results[config["model"]] = test_result
 
     folder = Path(config["results_dir"]) / f"{config['model']}-{config['dataset']}-{get_local_time()}"
-    save_results(folder, results, config)
+    if state.is_main_process:
+        save_results(folder, results, config)
     table = markdown_table(results)
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f":\n{table}\n(saved in {folder})")

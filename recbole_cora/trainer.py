@@ -134,12 +134,18 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
     def __init__(self, config, model):
         from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
 
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
             mixed_precision=config["mixed_precision"] or "no",
             gradient_accumulation_steps=int(config["gradient_accumulation_steps"] or 1),
+            # the global batch is train_batch_size whatever the number of processes (it must divide it)
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
         )
+        n = self.accelerator.num_processes
+        if config["train_batch_size"] % n:
+            raise ValueError(f"train_batch_size {config['train_batch_size']} must divide by the {n} processes.")
         config["device"] = self.accelerator.device
         if not config["device_map"]:
             model = model.to(self.accelerator.device)
@@ -147,8 +153,10 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self.scheduler = None
         self.wrapped = self.accelerator.prepare(model) if not config["device_map"] else model
         self.optimizer = self.accelerator.prepare(self.optimizer)
-        stem = os.path.splitext(self.saved_model_file)[0]
-        self.saved_model_file = stem  # a folder: trainable.safetensors + config.json
+        from accelerate.utils import broadcast_object_list
+
+        # a folder (trainable.safetensors + config.json), named by the main process for all of them
+        self.saved_model_file = broadcast_object_list([os.path.splitext(self.saved_model_file)[0]])[0]
         self.logger.info(
             f"LLM trainer: {self.accelerator.num_processes} process(es) on {self.accelerator.device}; "
             f"{sum(p.numel() for p in self._trainable()):,} trainable parameters"
@@ -173,7 +181,10 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
         generator = torch.Generator().manual_seed(int(self.config["seed"]) + epoch)
         sampler = RandomSampler(rows, generator=generator) if shuffle else None
-        return DataLoader(rows, batch_size=batch_size, sampler=sampler, collate_fn=lambda idx: _first(data.collate_fn(idx)))
+        return DataLoader(
+            rows, batch_size=batch_size, sampler=sampler, drop_last=shuffle and len(rows) >= batch_size,
+            collate_fn=lambda idx: _first(data.collate_fn(idx)),
+        )
 
     def _train_rows(self, train_data, epoch_idx):
         n = len(train_data._dataset)
@@ -286,6 +297,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             self.logger.info(set_color("Saving current", "blue") + f": {folder}")
 
     def load_best_model(self, model_file=None):
+        self.accelerator.wait_for_everyone()  # the main process may still be writing it
         folder = Path(model_file or self.saved_model_file)
         load_trainable(self.model, folder)
         self.logger.info(f"Loading trainable parameters from {folder}")

@@ -1,0 +1,49 @@
+"""Two CPU processes (torchrun) against one: the same metrics, every evaluation row exactly once."""
+
+import json
+import socket
+import subprocess
+import sys
+
+from conftest import ROOT
+
+OPTIONS = [
+    "--model", "CoRA", "--dataset", "ml-100k", "--state=INFO", "--show_progress=False",
+    "--query_layers=1", "--query_width=32", "--query_heads=2", "--num_queries=2", "--lora_rank=4", "--lora_alpha=8",
+    "--query_dropout=0.0", "--lora_dropout=0.0", "--train_rows_per_epoch=64", "--eval_rows=201",
+    "--epochs=1", "--train_batch_size=16", "--eval_batch_size=32",
+    "--time_window=['1998-03-01','1998-05-01']", "--cf_config={'epochs':3,'embedding_size':16}",
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, cwd):
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(next(cwd.glob("results/CoRA-*/results.json")).read_text())
+    return result, done.stdout + done.stderr
+
+
+def test_two_processes_give_the_metrics_of_one(tmp_path, tiny_llm):
+    common = OPTIONS + [f"--llm_path={tiny_llm}", f"--cf_checkpoint_dir={tmp_path / 'cf'}"]
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one, log_one = run([sys.executable, str(ROOT / "run_recbole_cora.py"), *common], tmp_path / "one")
+    two, log_two = run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), str(ROOT / "run_recbole_cora.py"), *common],
+        tmp_path / "two",
+    )
+    assert "1 process(es)" in log_one and "2 process(es)" in log_two
+    for name in ("CoRA", "LightGCN (frozen CF encoder)"):
+        assert one[name]["rows"] == two[name]["rows"] == 201  # all rows, none twice (201 splits unevenly)
+        assert one[name]["warm_rows"] == two[name]["warm_rows"]
+        for metric in ("auc", "uauc", "logloss"):
+            assert abs(one[name][metric] - two[name][metric]) <= 2e-3, (name, metric, one[name], two[name])
+    # the frozen CF encoder's row does not depend on training at all: identical
+    assert one["LightGCN (frozen CF encoder)"]["auc"] == two["LightGCN (frozen CF encoder)"]["auc"]
