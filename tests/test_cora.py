@@ -153,3 +153,16 @@ def test_bad_prompt_templates_are_refused(tiny_llm):
         build(tiny_llm, prompt_template="#Question: {history}? #Answer:")
     with pytest.raises(ValueError, match="unknown slot"):
         build(tiny_llm, prompt_template="{history} {user} {target} #Answer:")
+
+
+def test_bfloat16_llm_with_device_map_trains(tiny_llm):
+    config, model, (train, valid, _) = build(tiny_llm, llm_dtype="bfloat16", device_map="auto", train_rows_per_epoch=32, eval_rows=64)
+    assert model.llm.dtype == torch.bfloat16
+    model.train()
+    loss = model.calculate_loss(first_batch(train))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    trainer = get_trainer(config["MODEL_TYPE"], "CoRA", config)(config, model)  # the model is not moved
+    _, result = trainer.fit(train, valid)
+    assert result["rows"] == 64 and 0 <= result["auc"] <= 1

@@ -25,7 +25,7 @@ from torch import nn
 # Options of the CF stage that change what it learns: they key the saved stage.
 CF_KEY_OPTIONS = (
     "embedding_size", "n_layers", "reg_weight", "learning_rate", "epochs", "train_batch_size",
-    "learner", "weight_decay", "stopping_step", "seed", "train_neg_sample_args", "require_pow",
+    "learner", "weight_decay", "stopping_step", "seed", "train_neg_sample_args", "require_pow", "valid_metric",
 )
 
 
@@ -49,6 +49,8 @@ def cf_stage_config(config):
 
     given = {**config.internal_config_dict, **config.external_config_dict}  # before RecBole rewrites data_path
     options = {key: value for key, value in given.items() if key in CF_SHARED_OPTIONS}
+    if config["cf_valid_metric"]:
+        options["valid_metric"] = config["cf_valid_metric"]
     options.update(config["cf_config"] or {})
     options["model"] = config["cf_model"]
     return Config(model=config["cf_model"], dataset=config["dataset"], config_dict=options)
