@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from recbole.data import data_preparation
 
 from recbole_cora.config import Config
 from recbole_cora.model.collaborative import CFCheckpointError, FrozenCFEncoder, run_cf_stage
@@ -81,10 +82,13 @@ def test_a_stage_for_another_split_dataset_or_id_mapping_is_refused(tmp_path):
     dataset = create_dataset(config)
     dataset.build()
     stage = run_cf_stage(config, dataset)
-    other_split = create_dataset(config_for(path, eval_args={"split": {"RS": [0.5, 0.25, 0.25]}, "order": "TO", "group_by": None, "mode": "labeled"}))
-    other_split.build()
+    other_config = config_for(path, eval_args={"split": {"RS": [0.5, 0.25, 0.25]}, "order": "TO", "group_by": None, "mode": "labeled"})
+    other_split = create_dataset(other_config)
+    train, _, _ = data_preparation(other_config, other_split)
     with pytest.raises(CFCheckpointError, match="another split"):
         FrozenCFEncoder.from_stage(stage, other_split)
+    with pytest.raises(CFCheckpointError, match="another split"):  # what a model receives: the train part
+        FrozenCFEncoder.from_stage(stage, train._dataset)
     other_name = create_dataset(config_for(small_data(tmp_path, name="renamed"), name="renamed"))
     other_name.build()
     with pytest.raises(CFCheckpointError, match="trained on dataset 'cfsmall', not 'renamed'"):

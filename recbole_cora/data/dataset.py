@@ -282,6 +282,8 @@ class LabeledDataset(Dataset):
         self._add_warm_flags(datasets)
         # Taken before general models drop negatives: the CF stage and the LLM models share it.
         self.fingerprint = self.split_fingerprint(datasets)
+        for part in datasets:  # the parts are shallow copies made before the fingerprint existed
+            part.fingerprint = self.fingerprint
         if self.config["MODEL_TYPE"] == ModelType.GENERAL:
             datasets[0] = self._positives_only(datasets[0])
         for name, part in zip(("train", "valid", "test"), datasets):

@@ -174,7 +174,12 @@ class FrozenCFEncoder(nn.Module):
                 "Point `cf_checkpoint_dir` elsewhere or delete that stage."
             )
         fingerprint = getattr(dataset, "fingerprint", None)
-        if check_fingerprint and fingerprint is not None and meta.get("split_fingerprint") != fingerprint:
+        if check_fingerprint and fingerprint is None:
+            raise CFCheckpointError(
+                f"dataset '{dataset.dataset_name}' has no split fingerprint to check the CF stage against: "
+                "build it with recbole_cora's create_dataset in labeled mode (eval_args.mode: labeled)."
+            )
+        if check_fingerprint and meta.get("split_fingerprint") != fingerprint:
             raise CFCheckpointError(
                 f"CF stage '{path}' was trained on another split (fingerprint {meta.get('split_fingerprint')}, "
                 f"this run's is {fingerprint}): its embeddings would leak or miss interactions. Delete it to "
