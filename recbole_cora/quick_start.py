@@ -48,11 +48,19 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
     start = time.time()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    stages = model.training_stages() if hasattr(model, "training_stages") else [None]
+    for stage in stages:  # CoLLM trains in two steps; every other model in one
+        if stage is not None:
+            model.set_stage(stage)
+            config["learning_rate"] = config[f"stage{stage}_learning_rate"] or config["learning_rate"]
+            logger.info(set_color(f"{config['model']} step {stage}", "yellow"))
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
+        if stage is not None:
+            trainer.saved_model_file = f"{trainer.saved_model_file}-step{stage}"
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
     train_seconds = time.time() - start
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_result["train_seconds"] = round(train_seconds, 2)

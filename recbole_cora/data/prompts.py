@@ -11,16 +11,32 @@ import torch
 
 
 class PromptBuilder:
-    def __init__(self, config, dataset, tokenizer):
-        self.template = config["prompt_template"]
+    """``slots`` names extra template slots (e.g. CoLLM's ``user_emb``, ``item_emb``) that are filled
+    with one placeholder token each, whose input embedding a model replaces."""
+
+    def __init__(self, config, dataset, tokenizer, option="prompt_template", slots=()):
+        self.template = config[option]
+        self.slots = tuple(slots)
         if not self.template or "{target}" not in self.template:
             raise ValueError(
-                f"prompt_template must contain the slot {{target}} (and usually {{history}}); got {self.template!r}."
+                f"{option} must contain the slot {{target}} (and usually {{history}}); got {self.template!r}."
             )
+        known = ["history", "target", *self.slots]
         try:
-            self.template.format(history="", target="")
+            self.template.format(**{name: "" for name in known})
         except (KeyError, IndexError) as err:
-            raise ValueError(f"prompt_template has an unknown slot {err}: only {{history}} and {{target}} exist.") from None
+            names = ", ".join("{" + name + "}" for name in known)
+            raise ValueError(f"{option} has an unknown slot {err}: only {names} exist.") from None
+        for slot in self.slots:
+            if self.template.count("{" + slot + "}") != 1:
+                raise ValueError(f"{option} must contain the slot {{{slot}}} exactly once.")
+        self.placeholder = config["placeholder_token"] or tokenizer.unk_token or tokenizer.pad_token
+        placeholder_ids = tokenizer.encode(self.placeholder, add_special_tokens=False) if self.slots else [None]
+        if len(placeholder_ids) != 1:
+            raise ValueError(f"placeholder_token {self.placeholder!r} is not one token for this tokenizer: name a special token.")
+        self.placeholder_id = placeholder_ids[0]
+        # slot order in the text, so that the k-th placeholder of a row belongs to the k-th slot
+        self.slot_order = sorted(self.slots, key=lambda slot: self.template.index("{" + slot + "}"))
         self.item_format = config["prompt_item_format"] or '"{title}"'
         self.separator = config["prompt_history_separator"] if config["prompt_history_separator"] is not None else ", "
         self.empty_history = config["prompt_empty_history"] or "none"
@@ -43,7 +59,8 @@ class PromptBuilder:
         """The prompt of one row: ``history`` are item ids, oldest first (0 = padding)."""
         titles = [self.titles[i] for i in history if i > 0]
         shown = self.separator.join(titles) if titles else self.empty_history
-        return self.template.format(history=shown, target=self.titles[target])
+        fill = {slot: self.placeholder for slot in self.slots}
+        return self.template.format(history=shown, target=self.titles[target], **fill)
 
     def _encode(self, history, target):
         history = [i for i in history if i > 0]

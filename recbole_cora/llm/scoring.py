@@ -31,12 +31,15 @@ def answer_token_ids(tokenizer, words=("Yes", "No"), after="#Answer:"):
     return ids
 
 
-def last_position_answer_logits(llm, input_ids, attention_mask, answer_ids):
+def last_position_answer_logits(llm, input_ids, attention_mask, answer_ids, inputs_embeds=None):
     """Logits of the answer tokens at each row's last real position (rows are right-padded).
 
-    Returns a (batch, len(answer_ids)) tensor. The decoder runs without a KV cache."""
+    Returns a (batch, len(answer_ids)) tensor. The decoder runs without a KV cache. Give either
+    ``input_ids`` or ``inputs_embeds`` (CoLLM replaces some input embeddings)."""
     trunk = llm.get_decoder()
-    hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    hidden = trunk(
+        input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
+    ).last_hidden_state
     last = attention_mask.sum(dim=1) - 1
     final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     head = llm.get_output_embeddings()
@@ -58,6 +61,6 @@ class AnswerScorer:
         if self.mode not in ("yes_logit", "yes_minus_no"):
             raise ValueError(f"answer_score '{self.mode}': use 'yes_logit' or 'yes_minus_no'.")
 
-    def __call__(self, llm, input_ids, attention_mask):
-        logits = last_position_answer_logits(llm, input_ids, attention_mask, self.answer_ids)
+    def __call__(self, llm, input_ids, attention_mask, inputs_embeds=None):
+        logits = last_position_answer_logits(llm, input_ids, attention_mask, self.answer_ids, inputs_embeds)
         return logits[:, 0] if self.mode == "yes_logit" else logits[:, 0] - logits[:, 1]

@@ -12,25 +12,16 @@ peft on q and v (r = 8, alpha = 16, dropout 0.05); only the LoRA weights train; 
 logit at the last position, trained with BCE.
 """
 
+from recbole_cora.llm.peft_lora import inject_lora, set_lora_dropout_mode
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender
 
 
 class TALLRec(LLMRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        from peft import LoraConfig, inject_adapter_in_model
-
-        lora = LoraConfig(
-            r=config["lora_rank"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"],
-            target_modules=list(config["lora_target_modules"]), bias="none",
-        )
-        self.llm = inject_adapter_in_model(lora, self.llm)  # peft's layers, in place; the base stays frozen
-        for name, parameter in self.llm.named_parameters():
-            parameter.requires_grad = "lora_" in name
+        self.llm = inject_lora(self.llm, config)
 
     def train(self, mode=True):
-        super().train(mode)  # the LLM itself stays in eval mode ...
-        for name, module in self.llm.named_modules():
-            if name.endswith("lora_dropout"):  # ... but its LoRA dropout follows the mode
-                module.train(mode)
+        super().train(mode)
+        set_lora_dropout_mode(self.llm, mode)
         return self

@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_seed
+
+from recbole_cora import run_recbole_cora
+from recbole_cora.config import Config
+from recbole_cora.model.collaborative import run_cf_stage
+from recbole_cora.model.llm_recommender.collm import CoLLM
+from recbole_cora.utils import create_dataset, get_trainer
+
+from conftest import SMALL_CORA
+
+SMALL = {**SMALL_CORA, "train_rows_per_epoch": 48, "eval_rows": 64}
+
+
+def build(tiny_llm, **extra):
+    config = Config("CoLLM", "ml-100k", config_dict={**SMALL, "llm_path": tiny_llm, **extra})
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    config["cf_stage_dir"] = str(run_cf_stage(config, dataset))
+    return config, CoLLM(config, train._dataset), (train, valid, test)
+
+
+def batch_of(data, n=12):
+    return data.collate_fn(list(range(n)))
+
+
+def test_mapped_cf_vectors_sit_exactly_at_each_samples_placeholders(tiny_llm):
+    config, model, (train, _, _) = build(tiny_llm)
+    batch = batch_of(train)
+    ids, mask = model.cf_prompts.batch(batch)
+    embeds = model.input_embeddings(batch, ids, mask)
+    plain = model.llm.get_input_embeddings()(ids)
+    user, item = model.cf_encoder(batch["user_id"], batch["item_id"])
+    mapped_user, mapped_item = model.mapping(user), model.mapping(item)
+    for row in range(len(ids)):
+        marks = ((ids[row] == model.cf_prompts.placeholder_id) & (mask[row] == 1)).nonzero().flatten().tolist()
+        assert len(marks) == 2
+        assert torch.equal(embeds[row, marks[0]], mapped_user[row])  # {user_emb} comes first
+        assert torch.equal(embeds[row, marks[1]], mapped_item[row])
+        others = [k for k in range(ids.shape[1]) if k not in marks]
+        assert torch.equal(embeds[row, others], plain[row, others])
+    assert "the feature <unk>" in model.cf_prompts.text(batch["history_item_id"][0].tolist(), int(batch["item_id"][0]))
+
+
+def test_step_2_trains_only_the_mapping(tiny_llm):
+    config, model, (train, valid, _) = build(tiny_llm)
+    model.set_stage(1)
+    trainer = get_trainer(config["MODEL_TYPE"], "CoLLM", config)(config, model)
+    trainer.fit(train, valid, saved=False)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n, _ in model.llm.named_parameters(prefix="llm") if ".lora_" in n
+    }
+    before = {n: t.clone() for n, t in model.state_dict().items() if not n.startswith("mapping.")}
+    mapping_before = {n: t.clone() for n, t in model.mapping.state_dict().items()}
+    model.set_stage(2)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {f"mapping.{n}" for n in mapping_before}
+    trainer = get_trainer(config["MODEL_TYPE"], "CoLLM", config)(config, model)
+    trainer.fit(train, valid, saved=False)
+    for name, tensor in before.items():  # the LLM and the step-1 LoRA are bitwise unchanged
+        assert torch.equal(model.state_dict()[name], tensor), name
+    assert any(not torch.equal(model.mapping.state_dict()[n], t) for n, t in mapping_before.items())
+
+
+def test_both_steps_from_one_command_and_step_2_from_a_saved_step_1(tiny_llm, tmp_path):
+    options = {**SMALL, "llm_path": tiny_llm, "cf_checkpoint_dir": str(tmp_path / "cf")}
+    out = run_recbole_cora("CoLLM", "ml-100k", config_dict=options)
+    assert out["test_result"]["rows"] == 64 and set(out["results"]) == {"CoLLM", "LightGCN (frozen CF encoder)"}
+    step1 = sorted(Path("saved").glob("CoLLM-*-step1"))
+    assert step1 and sorted(Path("saved").glob("CoLLM-*-step2"))
+    config, model, _ = build(tiny_llm, collm_stage=2, collm_stage1_dir=str(step1[-1]), cf_checkpoint_dir=str(tmp_path / "cf"))
+    from safetensors.torch import load_file
+
+    saved = load_file(str(step1[-1] / "trainable.safetensors"))
+    state = model.state_dict()
+    assert saved and all(torch.equal(state[name], tensor) for name, tensor in saved.items())
+    assert model.training_stages() == [2]
+    with pytest.raises(ValueError, match="collm_stage1_dir"):
+        build(tiny_llm, collm_stage=2, cf_checkpoint_dir=str(tmp_path / "cf"))
