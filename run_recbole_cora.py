@@ -4,7 +4,10 @@
     python run_recbole_cora.py --model LightGCN --dataset ml-100k
     python run_recbole_cora.py --config_files my.yaml --learning_rate=0.01
 
-Options other than --model, --dataset and --config_files are RecBole-style --key=value overrides.
+    python run_recbole_cora.py --compare LightGCN,MF,DeepFM,TALLRec,CoLLM,CoRA --config_files my.yaml
+
+Options other than --model, --dataset, --config_files, --compare and --compare_dir are RecBole-style
+--key=value overrides.
 """
 
 import argparse
@@ -21,7 +24,11 @@ def main(argv=None):
     parser.add_argument("--model", "-m", default=None, help="model name (plugin or RecBole)")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name (folder under data_path)")
     parser.add_argument("--config_files", nargs="+", default=None, help="YAML files, later ones win")
+    parser.add_argument("--compare", default=None, help="comma-separated models to run on one split, e.g. LightGCN,BPR,TALLRec,CoRA")
+    parser.add_argument("--compare_dir", default=None, help="comparison folder (to resume one); default results/compare-...")
     args, overrides = parser.parse_known_args(argv)
+    if args.compare:
+        return compare(args, overrides)
 
     from recbole_cora import run_recbole_cora
 
@@ -46,6 +53,23 @@ def main(argv=None):
     print(result["table"])
     print(f"results saved in {result['results_dir']}")
     return 0
+
+
+def compare(args, overrides):
+    from recbole.utils import get_local_time
+
+    from recbole_cora.compare import run_comparison, write_comparison
+
+    models = [m.strip() for m in args.compare.split(",") if m.strip()]
+    config_dict = {"dataset": args.dataset} if args.dataset else {}
+    files = args.config_files
+    if not files and not args.dataset:
+        files = [str(EMBEDDED_DEFAULT)]  # compare on the embedded default's data, LLM and sizes
+    folder = args.compare_dir or os.path.join("results", f"compare-{get_local_time()}")
+    results = run_comparison(models, folder, files, config_dict, overrides)
+    print(write_comparison(folder, results))
+    print(f"comparison saved in {folder}")
+    return 0 if all("error" not in r for r in results.values()) else 1
 
 
 if __name__ == "__main__":

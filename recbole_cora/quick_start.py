@@ -50,11 +50,13 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     logger.info(model)
     start = time.time()
     stages = model.training_stages() if hasattr(model, "training_stages") else [None]
+    trained = set()
     for stage in stages:  # CoLLM trains in two steps; every other model in one
         if stage is not None:
             model.set_stage(stage)
             config["learning_rate"] = config[f"stage{stage}_learning_rate"] or config["learning_rate"]
             logger.info(set_color(f"{config['model']} step {stage}", "yellow"))
+        trained |= {name for name, p in model.named_parameters() if p.requires_grad}
         trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
         if stage is not None:
             trainer.saved_model_file = f"{trainer.saved_model_file}-step{stage}"
@@ -62,8 +64,11 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]
         )
     train_seconds = time.time() - start
+    start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result["eval_seconds"] = round(time.time() - start, 2)
     test_result["train_seconds"] = round(train_seconds, 2)
+    test_result["trainable_parameters"] = sum(p.numel() for n, p in model.named_parameters() if n in trained)
     cf_encoder = getattr(model, "cf_encoder", None)
     if cf_encoder is not None and hasattr(trainer, "score_rows"):
         # The frozen CF encoder's own scores, on exactly the rows the LLM model was evaluated on.

@@ -22,6 +22,16 @@ from recbole_cora.compat import atomic_torch_save, load_recbole_checkpoint
 from recbole_cora.evaluator import LabeledCollector, evaluate_groups
 
 
+def eval_row_subset(n, config):
+    """The evaluation rows (indices into a valid/test split): all, or ``eval_rows`` of them drawn once
+    with the run's seed. Every model of a comparison is scored on the same rows."""
+    sample = config["eval_rows"]
+    if sample and sample < n:
+        generator = torch.Generator().manual_seed(int(config["seed"]))
+        return sorted(torch.randperm(n, generator=generator)[: int(sample)].tolist())
+    return list(range(n))
+
+
 class CheckpointMixin:
     """Atomic checkpoint writes, and reads that work on torch>=2.6 (see ``compat``)."""
 
@@ -107,6 +117,12 @@ class LabeledEvaluationMixin(CheckpointMixin):
                 scores = torch.sigmoid(scores)
             self.eval_collector.eval_batch_collect(scores, interaction, positive_u, positive_i)
         struct = self.eval_collector.get_data_struct()
+        rows = eval_row_subset(len(eval_data._dataset), self.config)
+        if len(rows) < len(eval_data._dataset):  # the loader keeps the split's row order
+            index = torch.tensor(rows)
+            for key in ("rec.score", "data.label", "data.uid", "data.warm"):
+                if key in struct:
+                    struct.set(key, struct.get(key)[index])
         result = evaluate_groups(self.evaluator, struct)
         self.wandblogger.log_eval_metrics(result, head="eval")
         return result
@@ -225,12 +241,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
     # ---------------------------------------------------------------- evaluation
     def _eval_rows(self, eval_data):
-        n = len(eval_data._dataset)
-        sample = self.config["eval_rows"]
-        if sample and sample < n:  # the same subset every time (valid and test alike)
-            generator = torch.Generator().manual_seed(int(self.config["seed"]))
-            return sorted(torch.randperm(n, generator=generator)[: int(sample)].tolist())
-        return list(range(n))
+        return eval_row_subset(len(eval_data._dataset), self.config)
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -1,0 +1,146 @@
+"""One command, every model, one split: ``python run_recbole_cora.py --compare LightGCN,BPR,TALLRec,CoRA``.
+
+Each model runs through ``run_recbole_cora`` with the same configuration files and options (same
+dataset, split, LLM, evaluation rows and evaluator). The comparison folder holds:
+
+* ``comparison.md`` / ``comparison.csv``: AUC, UAUC, LogLoss for all, warm and cold test rows, trainable
+  parameters, training and evaluation time, one line per (model, rows);
+* ``comparison.png``: the same as a chart (needs matplotlib: ``pip install recbole-cora[plot]``);
+* ``runs/<model>/``: each run's own result files and resolved ``config.json``, from which the table
+  can be made again (``python run_recbole_cora.py --compare ... --compare_dir THAT_FOLDER``).
+
+A model already finished in the folder is not run again (resume); a model that fails leaves an error
+line in the table and the others still run.
+"""
+
+import csv
+import json
+import time
+import traceback
+from logging import getLogger
+from pathlib import Path
+
+from tqdm import tqdm
+
+from recbole_cora.evaluator import GROUPS
+from recbole_cora.results import COLUMNS, _fmt
+
+ALIASES = {"MF": "BPR"}  # RecBole's matrix factorisation model is called BPR
+
+
+def _result_file(folder, name):
+    return Path(folder) / "runs" / name / "result.json"
+
+
+def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_args=None):
+    """Run ``models`` (names) into ``folder``; returns ``{name: result or {"error": ...}}``."""
+    from recbole_cora.quick_start import run_recbole_cora
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    logger = getLogger()
+    results = {}
+    progress = tqdm(models, desc="compare", ncols=100)
+    for name in progress:
+        progress.set_postfix_str(name)
+        path = _result_file(folder, name)
+        if path.is_file():
+            results[name] = json.loads(path.read_text())
+            logger.info(f"compare: {name} already finished in {path.parent}, not run again")
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        options = dict(config_dict or {})
+        options.update({"model": ALIASES.get(name, name), "results_dir": str(path.parent)})
+        start = time.time()
+        try:
+            out = run_recbole_cora(config_file_list=config_file_list, config_dict=options, cmd_args=cmd_args)
+            result = dict(out["test_result"])
+            result["results_dir"] = out["results_dir"]
+            path.write_text(json.dumps(result, indent=2, default=float))
+        except Exception as err:  # one failing model must not lose the others' results
+            result = {"error": f"{type(err).__name__}: {err}"}
+            (path.parent / "error.txt").write_text(traceback.format_exc())
+            logger.error(f"compare: {name} failed after {time.time() - start:.0f}s: {result['error']}")
+        results[name] = result
+        write_comparison(folder, results)
+    return results
+
+
+def comparison_rows(results):
+    rows = []
+    for name, result in results.items():
+        if "error" in result:
+            rows.append({"model": name, "rows": "error", "n": "", "error": result["error"]})
+            continue
+        for group in GROUPS:
+            n = result.get("rows") if group == "all" else result.get(f"{group}_rows")
+            row = {"model": name, "rows": group, "n": n}
+            for metric, _ in COLUMNS:
+                row[metric] = result.get(metric if group == "all" else f"{group}_{metric}")
+            if group == "all":
+                row.update({k: result.get(k) for k in ("trainable_parameters", "train_seconds", "eval_seconds")})
+            rows.append(row)
+    return rows
+
+
+def write_comparison(folder, results):
+    folder = Path(folder)
+    rows = comparison_rows(results)
+    header = ["model", "test rows", "n"] + [t for _, t in COLUMNS] + ["trainable params", "train s", "eval s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        if row["rows"] == "error":
+            lines.append(f"| {row['model']} | error | | {row['error'][:120]} |" + " |" * (len(header) - 4))
+            continue
+        cells = [row["model"], row["rows"], _fmt(row["n"])] + [_fmt(row.get(m)) for m, _ in COLUMNS]
+        params = row.get("trainable_parameters")
+        cells += [f"{params:,}" if params else "", _fmt(row.get("train_seconds")), _fmt(row.get("eval_seconds"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    (folder / "comparison.md").write_text("\n".join(lines) + "\n")
+    fields = ["model", "rows", "n"] + [m for m, _ in COLUMNS] + ["trainable_parameters", "train_seconds", "eval_seconds", "error"]
+    with open(folder / "comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_comparison(folder, rows)
+    return "\n".join(lines)
+
+
+def plot_comparison(folder, rows):
+    """A bar chart of AUC and UAUC per model for all, warm and cold rows (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        getLogger().warning("matplotlib is not installed: no comparison.png (pip install recbole-cora[plot])")
+        return None
+    models = list(dict.fromkeys(r["model"] for r in rows if r["rows"] != "error"))
+    if not models:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(models) + 4), 4.5), sharey=True)
+    width = 0.8 / len(GROUPS)
+    colors = {"all": "#3b6ea8", "warm": "#e39c37", "cold": "#7aa974"}
+    for ax, (metric, title) in zip(axes, COLUMNS[:2]):
+        for k, group in enumerate(GROUPS):
+            values = []
+            for model in models:
+                match = [r for r in rows if r["model"] == model and r["rows"] == group]
+                value = match[0].get(metric) if match else None
+                values.append(value if isinstance(value, (int, float)) and value == value else 0.0)
+            positions = [i + (k - 1) * width for i in range(len(models))]
+            bars = ax.bar(positions, values, width, label=group, color=colors[group])
+            ax.bar_label(bars, labels=[f"{v:.3f}" if v else "" for v in values], fontsize=7, rotation=90, padding=2)
+        ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels(models, rotation=20, ha="right")
+        ax.set_title(f"test {title}")
+        ax.set_ylim(0.0, 1.05)
+    axes[0].set_ylabel("higher is better (0.5 = chance)")
+    axes[1].legend(title="test rows", loc="lower right")
+    fig.tight_layout()
+    path = Path(folder) / "comparison.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
