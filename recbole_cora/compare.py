@@ -94,7 +94,8 @@ def write_comparison(folder, results):
             continue
         cells = [row["model"], row["rows"], _fmt(row["n"])] + [_fmt(row.get(m)) for m, _ in COLUMNS]
         params = row.get("trainable_parameters")
-        cells += [f"{params:,}" if params else "", _fmt(row.get("train_seconds")), _fmt(row.get("eval_seconds"))]
+        seconds = [row.get("train_seconds"), row.get("eval_seconds")]
+        cells += [f"{params:,}" if params else ""] + [f"{t:.1f}" if t is not None else "" for t in seconds]
         lines.append("| " + " | ".join(cells) + " |")
     (folder / "comparison.md").write_text("\n".join(lines) + "\n")
     fields = ["model", "rows", "n"] + [m for m, _ in COLUMNS] + ["trainable_parameters", "train_seconds", "eval_seconds", "error"]
@@ -138,8 +139,9 @@ def plot_comparison(folder, rows):
         ax.set_title(f"test {title}")
         ax.set_ylim(0.0, 1.05)
     axes[0].set_ylabel("higher is better (0.5 = chance)")
-    axes[1].legend(title="test rows", loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="test rows", loc="lower center", ncol=len(GROUPS), frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     path = Path(folder) / "comparison.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
