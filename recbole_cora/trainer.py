@@ -150,7 +150,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
     def __init__(self, config, model):
         from accelerate import Accelerator
-        from accelerate.utils import DataLoaderConfiguration
+        from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
@@ -169,8 +169,6 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self.scheduler = None
         self.wrapped = self.accelerator.prepare(model) if not config["device_map"] else model
         self.optimizer = self.accelerator.prepare(self.optimizer)
-        from accelerate.utils import broadcast_object_list
-
         # a folder (trainable.safetensors + config.json), named by the main process for all of them
         self.saved_model_file = broadcast_object_list([os.path.splitext(self.saved_model_file)[0]])[0]
         self.logger.info(
