@@ -59,6 +59,13 @@ class Config(RecBoleConfig):
             dataset = self.external_config_dict.get("dataset")
         if dataset is None:
             raise ValueError("no dataset given: pass --dataset=NAME or set `dataset:` in a YAML file.")
+        name = model if isinstance(model, str) else model.__name__
+        # `model_options: {CoRA: {epochs: 1}}`: options for one model only (handy for comparisons); they
+        # rank with the file/dict options they came from, under --key=value.
+        per_model = (self.external_config_dict.get("model_options") or {}).get(name) or {}
+        for key, value in per_model.items():
+            if key not in self.cmd_config_dict:
+                self.external_config_dict[key] = value
         if isinstance(model, str):
             return model, get_model(model), dataset
         return model.__name__, model, dataset

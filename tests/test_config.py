@@ -62,3 +62,11 @@ def test_lookup_falls_back_to_recbole_and_mixes_in_labeled_evaluation():
 def test_model_names_are_case_sensitive_with_a_hint():
     with pytest.raises(ValueError, match=r"did you mean \['LightGCN'\]"):
         get_model("lightgcn")
+
+
+def test_model_options_apply_to_their_model_only():
+    options = {**QUIET, "model_options": {"CoRA": {"epochs": 1}, "LightGCN": {"embedding_size": 8}}}
+    assert Config("CoRA", "ml-100k", config_dict=options)["epochs"] == 1
+    light = Config("LightGCN", "ml-100k", config_dict=options)
+    assert light["epochs"] == 300 and light["embedding_size"] == 8
+    assert Config("LightGCN", "ml-100k", config_dict=options, cmd_args=["--embedding_size=4"])["embedding_size"] == 4
