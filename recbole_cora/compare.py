@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from recbole_cora.evaluator import GROUPS
-from recbole_cora.results import COLUMNS, _fmt
+from recbole_cora.results import COLUMNS, _fmt, table_rows
 
 ALIASES = {"MF": "BPR"}  # RecBole's matrix factorisation model is called BPR
 
@@ -67,17 +67,15 @@ def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_
 
 
 def comparison_rows(results):
+    """The rows of ``results.table_rows``, with cost columns on each model's "all" row, and one error
+    row for a model that failed."""
     rows = []
     for name, result in results.items():
         if "error" in result:
-            rows.append({"model": name, "rows": "error", "n": "", "error": result["error"]})
+            rows.append({"model": name, "group": "error", "n": "", "error": result["error"]})
             continue
-        for group in GROUPS:
-            n = result.get("rows") if group == "all" else result.get(f"{group}_rows")
-            row = {"model": name, "rows": group, "n": n}
-            for metric, _ in COLUMNS:
-                row[metric] = result.get(metric if group == "all" else f"{group}_{metric}")
-            if group == "all":
+        for row in table_rows({name: result}):
+            if row["group"] == "all":
                 row.update({k: result.get(k) for k in ("trainable_parameters", "train_seconds", "eval_seconds")})
             rows.append(row)
     return rows
@@ -89,16 +87,16 @@ def write_comparison(folder, results):
     header = ["model", "test rows", "n"] + [t for _, t in COLUMNS] + ["trainable params", "train s", "eval s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        if row["rows"] == "error":
+        if row["group"] == "error":
             lines.append(f"| {row['model']} | error | | {row['error'][:120]} |" + " |" * (len(header) - 4))
             continue
-        cells = [row["model"], row["rows"], _fmt(row["n"])] + [_fmt(row.get(m)) for m, _ in COLUMNS]
+        cells = [row["model"], row["group"], _fmt(row["n"])] + [_fmt(row.get(m)) for m, _ in COLUMNS]
         params = row.get("trainable_parameters")
         seconds = [row.get("train_seconds"), row.get("eval_seconds")]
         cells += [f"{params:,}" if params else ""] + [f"{t:.1f}" if t is not None else "" for t in seconds]
         lines.append("| " + " | ".join(cells) + " |")
     (folder / "comparison.md").write_text("\n".join(lines) + "\n")
-    fields = ["model", "rows", "n"] + [m for m, _ in COLUMNS] + ["trainable_parameters", "train_seconds", "eval_seconds", "error"]
+    fields = ["model", "group", "n"] + [m for m, _ in COLUMNS] + ["trainable_parameters", "train_seconds", "eval_seconds", "error"]
     with open(folder / "comparison.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -117,7 +115,7 @@ def plot_comparison(folder, rows):
     except ImportError:
         getLogger().warning("matplotlib is not installed: no comparison.png (pip install recbole-cora[plot])")
         return None
-    models = list(dict.fromkeys(r["model"] for r in rows if r["rows"] != "error"))
+    models = list(dict.fromkeys(r["model"] for r in rows if r["group"] != "error"))
     if not models:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(models) + 4), 4.5), sharey=True)
@@ -127,7 +125,7 @@ def plot_comparison(folder, rows):
         for k, group in enumerate(GROUPS):
             values = []
             for model in models:
-                match = [r for r in rows if r["model"] == model and r["rows"] == group]
+                match = [r for r in rows if r["model"] == model and r["group"] == group]
                 value = match[0].get(metric) if match else None
                 values.append(value if isinstance(value, (int, float)) and value == value else 0.0)
             positions = [i + (k - 1) * width for i in range(len(models))]

@@ -10,26 +10,18 @@ from recbole_cora.evaluator import GROUPS
 COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("logloss", "LogLoss"))
 
 
-def _group_value(result, group, metric):
-    key = metric if group == "all" else f"{group}_{metric}"
-    return result.get(key)
-
-
-def _rows_of(result, group):
-    return result.get("rows") if group == "all" else result.get(f"{group}_rows")
-
-
 def table_rows(results):
-    """``{model: test_result}`` -> a list of dicts, one per (model, group)."""
+    """``{model: test_result}`` -> a list of dicts ``{model, group, n, auc, uauc, logloss}``, one per
+    (model, group of test rows)."""
     rows = []
     for model, result in results.items():
         for group in GROUPS:
-            n_rows = _rows_of(result, group)
+            prefix = "" if group == "all" else f"{group}_"
+            n_rows = result.get(f"{prefix}rows")
             if n_rows is None:
                 continue
-            row = {"model": model, "rows_group": group, "rows": n_rows}
-            for metric, _ in COLUMNS:
-                row[metric] = _group_value(result, group, metric)
+            row = {"model": model, "group": group, "n": n_rows}
+            row.update({metric: result.get(prefix + metric) for metric, _ in COLUMNS})
             rows.append(row)
     return rows
 
@@ -46,7 +38,7 @@ def markdown_table(results):
     header = ["model", "test rows", "n"] + [title for _, title in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table_rows(results):
-        cells = [row["model"], row["rows_group"], _fmt(row["rows"])] + [_fmt(row[m]) for m, _ in COLUMNS]
+        cells = [row["model"], row["group"], _fmt(row["n"])] + [_fmt(row[m]) for m, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -57,7 +49,7 @@ def save_results(folder, results, config=None):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.md").write_text(markdown_table(results) + "\n")
     with open(folder / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["model", "rows_group", "rows"] + [m for m, _ in COLUMNS])
+        writer = csv.DictWriter(f, fieldnames=["model", "group", "n"] + [m for m, _ in COLUMNS])
         writer.writeheader()
         writer.writerows(table_rows(results))
     (folder / "results.json").write_text(json.dumps(results, indent=2, default=float))

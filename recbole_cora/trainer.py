@@ -19,7 +19,7 @@ from recbole.utils import InputType, set_color
 from tqdm import tqdm
 
 from recbole_cora.compat import atomic_torch_save, load_recbole_checkpoint
-from recbole_cora.evaluator import LabeledCollector, evaluate_groups
+from recbole_cora.evaluator import LabeledCollector, evaluate_groups, subset_struct
 
 
 def eval_row_subset(n, config):
@@ -119,10 +119,7 @@ class LabeledEvaluationMixin(CheckpointMixin):
         struct = self.eval_collector.get_data_struct()
         rows = eval_row_subset(len(eval_data._dataset), self.config)
         if len(rows) < len(eval_data._dataset):  # the loader keeps the split's row order
-            index = torch.tensor(rows)
-            for key in ("rec.score", "data.label", "data.uid", "data.warm"):
-                if key in struct:
-                    struct.set(key, struct.get(key)[index])
+            struct = subset_struct(struct, torch.tensor(rows))
         result = evaluate_groups(self.evaluator, struct)
         self.wandblogger.log_eval_metrics(result, head="eval")
         return result
@@ -142,8 +139,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
       RecBole's loaders, DESIGN §8); the loss goes through the wrapped module's forward;
     * AdamW on the trainable parameters only, linear warm-up then cosine decay, clipping, gradient
       accumulation and mixed precision (``mixed_precision``);
-    * evaluation splits row indices between processes (no padded duplicates), gathers (row, score,
-      label, user, warm) once, and evaluates all/warm/cold on the main process;
+    * evaluation splits row indices between processes (no padded duplicates) and gathers (row, score,
+      label, user, warm) once into every process, so all of them see the same metrics (early stopping);
     * checkpoints hold only the trainable parameters (safetensors) and the config (JSON): loading the
       best model never unpickles anything.
     """

@@ -33,7 +33,7 @@ def test_recbole_baselines_run_on_the_labeled_split_and_report_all_warm_cold(mod
         assert f"| {model} | {group} |" in out["table"]
     folder = Path(out["results_dir"])
     rows = list(csv.DictReader(open(folder / "results.csv")))
-    assert [r["rows_group"] for r in rows] == ["all", "warm", "cold"]
+    assert [r["group"] for r in rows] == ["all", "warm", "cold"]
     assert float(rows[0]["auc"]) == test["auc"] and float(rows[2]["uauc"]) == test["cold_uauc"]
     assert json.loads((folder / "results.json").read_text())[model]["auc"] == test["auc"]
     assert json.loads((folder / "config.json").read_text())["model"] == model

@@ -17,23 +17,23 @@ def test_compare_runs_every_model_on_one_split_resumes_and_keeps_going_after_a_f
                           capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert done.returncode == 1, done.stderr[-3000:]  # one model failed ...
     rows = list(csv.DictReader(open(folder / "comparison.csv")))
-    assert [r["model"] for r in rows if r["rows"] == "all"] == ["BPR", "MF", "TALLRec", "CoRA"]  # ... the others ran
-    assert [r for r in rows if r["model"] == "NoSuchModel"][0]["rows"] == "error"
+    assert [r["model"] for r in rows if r["group"] == "all"] == ["BPR", "MF", "TALLRec", "CoRA"]  # ... the others ran
+    assert [r for r in rows if r["model"] == "NoSuchModel"][0]["group"] == "error"
     assert "unknown model 'NoSuchModel'" in (folder / "comparison.md").read_text()
     assert (folder / "comparison.png").stat().st_size > 10_000
     for name in ("BPR", "TALLRec", "CoRA"):  # the table holds exactly what each run saved and printed
         run = json.loads((folder / "runs" / name / "result.json").read_text())
         own = json.loads(next(Path(run["results_dir"]).glob("results.json")).read_text())[name]
         for group in ("all", "warm", "cold"):
-            row = [r for r in rows if r["model"] == name and r["rows"] == group][0]
+            row = [r for r in rows if r["model"] == name and r["group"] == group][0]
             prefix = "" if group == "all" else f"{group}_"
             assert int(row["n"]) == own[f"{prefix}rows" if group != "all" else "rows"]
             for metric in ("auc", "uauc", "logloss"):
                 assert row[metric] == str(own[prefix + metric]), (name, group, metric)
         assert (Path(run["results_dir"]) / "config.json").is_file()
         assert run["rows"] == 300  # every model on the same 300 test rows
-    bpr = [r for r in rows if r["model"] == "BPR" and r["rows"] == "all"][0]
-    mf = [r for r in rows if r["model"] == "MF" and r["rows"] == "all"][0]
+    bpr = [r for r in rows if r["model"] == "BPR" and r["group"] == "all"][0]
+    mf = [r for r in rows if r["model"] == "MF" and r["group"] == "all"][0]
     assert bpr["auc"] == mf["auc"]  # MF is RecBole's BPR
     assert int(bpr["trainable_parameters"]) > 0 and float(bpr["train_seconds"]) > 0
     # resume: finished models are not run again

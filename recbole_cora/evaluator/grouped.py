@@ -1,19 +1,23 @@
 """All / warm / cold results from one collected evaluation."""
 
-import copy
 from collections import OrderedDict
 from logging import getLogger
 
 import torch
+from recbole.evaluator.collector import DataStruct
 
 GROUPS = ("all", "warm", "cold")
 
 
-def _subset(struct, mask):
-    part = copy.deepcopy(struct)
-    for key in ("rec.score", "data.label", "data.uid", "data.warm"):
-        if key in part:
-            part.set(key, struct.get(key)[mask])
+ROW_KEYS = ("rec.score", "data.label", "data.uid", "data.warm")
+
+
+def subset_struct(struct, index):
+    """A DataStruct holding only the rows selected by ``index`` (a mask or row indices)."""
+    part = DataStruct()
+    for key in ROW_KEYS:
+        if key in struct:
+            part.set(key, struct.get(key)[index])
     return part
 
 
@@ -38,7 +42,7 @@ def evaluate_groups(evaluator, struct):
         if len(labels) == 0 or bool(torch.all(labels == labels[0])):
             values = {name: float("nan") for name in evaluator.metrics}
         else:
-            values = evaluator.evaluate(_subset(struct, mask))
+            values = evaluator.evaluate(subset_struct(struct, mask))
             if uauc is not None:
                 counts.append((group, *uauc.last_counts))
         for name, value in values.items():

@@ -8,6 +8,7 @@ each user's positives) and keeps its own name.
 from logging import getLogger
 
 import numpy as np
+from scipy.stats import rankdata
 from recbole.evaluator.base_metric import AbstractMetric
 from recbole.utils import EvaluatorType
 
@@ -20,14 +21,7 @@ def binary_auc(scores, labels):
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    # average ranks of tied groups
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
-    ends = np.r_[starts[1:], len(scores)]
-    for start, end in zip(starts, ends):
-        ranks[order[start:end]] = (start + end + 1) / 2.0
+    ranks = rankdata(scores)  # ties get their average rank
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
