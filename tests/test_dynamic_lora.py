@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recbole_cora.llm import DynamicLoRA
+from recbole_cora.llm import DynamicLoRA, MixtureLoRA
 from recbole_cora.llm.scoring import answer_token_ids, last_position_answer_logits
 
 
@@ -112,3 +112,86 @@ def test_answer_tokens_are_found_with_and_without_a_space(llm):
     assert tokenizer.convert_ids_to_tokens(bare) == ["Yes", "No"]
     with pytest.raises(ValueError, match="not a single token.*answer_words"):
         answer_token_ids(tokenizer, ["Absolutely", "No"])
+
+
+# ---------------------------------------------------------------- RecLoRA's mixture of meta-LoRAs
+
+def merged_copy(model, lora, A_by_key, B_by_key):
+    """A deep copy of ``model`` with W_m + (alpha/r) (A_m B_m)^T written into every target module."""
+    merged = copy.deepcopy(model)
+    modules = dict(merged.named_modules())
+    for name in lora.module_names:
+        key = name.replace(".", "__")
+        modules[name].weight.data += lora.scaling * (A_by_key[key] @ B_by_key[key]).t()
+    return merged
+
+
+def test_mixture_with_zero_B_leaves_the_model_exactly_unchanged(llm):
+    model, tokenizer = llm
+    ids, mask = batch(tokenizer, TEXTS)
+    answers = answer_token_ids(tokenizer)
+    base = last_position_answer_logits(model, ids, mask, answers)
+    lora = MixtureLoRA(model, rank=4, alpha=8, num_loras=3)
+    assert all(b.abs().sum() == 0 for b in lora.B.values()) and all(a.abs().sum() > 0 for a in lora.A.values())
+    mixture = torch.softmax(torch.randn(len(TEXTS), len(lora.keys), 3), dim=-1)
+    with lora.weights(mixture):
+        injected = last_position_answer_logits(model, ids, mask, answers)
+    assert torch.equal(injected, base)
+
+
+def test_uniform_mixture_equals_the_average_lora_merged_into_the_weights(llm):
+    model, tokenizer = llm
+    ids, mask = batch(tokenizer, TEXTS)
+    answers = answer_token_ids(tokenizer)
+    torch.manual_seed(0)
+    lora = MixtureLoRA(model, target_modules=["q_proj", "v_proj"], rank=4, alpha=8, dropout=0.0, num_loras=3)
+    for B in lora.B.values():
+        B.data.normal_(0, 0.5)
+    uniform = torch.full((len(TEXTS), len(lora.keys), 3), 1 / 3)
+    with lora.weights(uniform):
+        batched = last_position_answer_logits(model, ids, mask, answers)
+    lora.remove()
+    A_avg = {key: a.data.mean(0) for key, a in lora.A.items()}
+    B_avg = {key: b.data.mean(0) for key, b in lora.B.items()}
+    merged = merged_copy(model, lora, A_avg, B_avg)
+    assert len(lora.module_names) == 2 * model.config.num_hidden_layers
+    for k, text in enumerate(TEXTS):  # every sample sees the same, averaged, LoRA
+        alone = last_position_answer_logits(merged, *batch(tokenizer, [text]), answers)
+        assert torch.allclose(alone[0], batched[k], atol=1e-4), (k, alone, batched[k])
+    assert not torch.allclose(batched, last_position_answer_logits(model, ids, mask, answers), atol=1e-3)
+
+
+def test_each_sample_gets_its_own_mixed_weights(llm):
+    model, tokenizer = llm
+    ids, mask = batch(tokenizer, TEXTS)
+    answers = answer_token_ids(tokenizer)
+    torch.manual_seed(1)
+    lora = MixtureLoRA(model, rank=4, alpha=8, dropout=0.0, num_loras=4)
+    for B in lora.B.values():
+        B.data.normal_(0, 0.5)
+    mixture = torch.softmax(3 * torch.randn(len(TEXTS), len(lora.keys), 4), dim=-1)
+    with lora.weights(mixture):
+        batched = last_position_answer_logits(model, ids, mask, answers)
+    lora.remove()
+    for b, text in enumerate(TEXTS):
+        A = {key: torch.einsum("n,nir->ir", mixture[b, m], lora.A[key].data) for m, key in enumerate(lora.keys)}
+        B = {key: torch.einsum("n,nro->ro", mixture[b, m], lora.B[key].data) for m, key in enumerate(lora.keys)}
+        alone = last_position_answer_logits(merged_copy(model, lora, A, B), *batch(tokenizer, [text]), answers)
+        assert torch.allclose(alone[0], batched[b], atol=1e-4), (b, alone, batched[b])
+    # the same prompt under two mixtures gives two different scores: the weights really are per sample
+    same = batch(tokenizer, [TEXTS[0], TEXTS[0]])
+    lora = MixtureLoRA(model, rank=4, alpha=8, dropout=0.0, num_loras=4)
+    for B in lora.B.values():
+        B.data.normal_(0, 0.5)
+    two = torch.stack([mixture[0], mixture[1]])
+    with lora.weights(two):
+        scores = last_position_answer_logits(model, *same, answers)
+    assert not torch.allclose(scores[0], scores[1], atol=1e-4)
+
+
+def test_mixture_shape_is_checked(llm):
+    model, _ = llm
+    lora = MixtureLoRA(model, rank=4, num_loras=3)
+    with pytest.raises(ValueError, match=r"expected \(batch, 4, 3\)"):
+        with lora.weights(torch.rand(2, 5, 3)):
+            pass

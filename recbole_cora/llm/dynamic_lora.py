@@ -1,19 +1,23 @@
-"""Per-sample low-rank weight deltas on a frozen model's linear layers (CoRA's injection).
+"""Per-sample low-rank weight deltas on a frozen model's linear layers (CoRA's and RecLoRA's injection).
 
-For every target module m and every sample b of a batch:
+For every target module m and every sample b of a batch the module's output gets a low-rank delta
 
-    h_m = W_m x + (alpha / r) * P_m (dropout(x) A_b)          (x A_b: batch-matmul, A_b in R^{d_in x r})
+    h_m = W_m x + (alpha / r) * (dropout(x) A_{b,m}) B_{b,m}     (A_{b,m} in R^{d_in x r}, B_{b,m} in R^{r x d_out})
 
-which equals merging dW_b = (A_b P_m)^T into W_m for that one sample (tests/test_dynamic_lora.py).
-A_b is set per batch by the model; P_m is learned per module, zero-initialised (so the injected model
-starts exactly as the base model). No weight matrix is copied per sample: the delta is two batched
-matmuls through rank r. Modules that read the same input tensor (q, k and v) share one x A_b.
+which equals merging dW = (A_{b,m} B_{b,m})^T into W_m for that one sample (tests/test_dynamic_lora.py).
+No weight matrix is copied per sample: the delta is two batched matmuls through rank r.
 
-It works through forward hooks, like peft keeps injection apart from models: a model that uses it only
-sets the batch's A (``with lora.weights(A): ...``) and does not know how the hooks are installed.
+* ``DynamicLoRA`` (CoRA): A_b is set per batch and shared by every module; B_{b,m} = P_m is learned per
+  module, zero-initialised. Modules that read the same input tensor (q, k and v) share one x A_b.
+* ``MixtureLoRA`` (RecLoRA): every module has a bank of N meta-LoRAs (A_k, B_k), B_k zero-initialised; the
+  model sets per-sample mixing weights alpha_{b,m,k} and A_{b,m} = sum_k alpha A_k, B_{b,m} = sum_k alpha B_k.
+
+Both work through the same forward hooks (``PerSampleLoRA``), like peft keeps injection apart from models:
+a model only sets the batch's weights (``with lora.weights(...): ...``) and does not know how hooks work.
 """
 
 import contextlib
+import math
 
 import torch
 from torch import nn
@@ -36,57 +40,54 @@ def find_target_modules(model, target_names):
     return found
 
 
-class DynamicLoRA(nn.Module):
+class PerSampleLoRA(nn.Module):
+    """The hooks: find the target modules, and while a batch's weights are set add ``delta`` to each
+    target's output. A subclass says what the batch's weights are and how a module's delta is made."""
+
     def __init__(self, model, target_modules=DEFAULT_TARGETS, rank=16, alpha=32, dropout=0.05):
         super().__init__()
-        targets = find_target_modules(model, target_modules)
-        widths = {module.in_features for module in targets.values()}
-        if len(widths) != 1:
-            raise ValueError(
-                f"lora_target_modules {list(target_modules)} have different input widths {sorted(widths)}; one "
-                "A_b is shared by all of them, so choose modules that read the hidden state (q/k/v/o_proj)."
-            )
-        self.in_features = widths.pop()
+        self.targets = find_target_modules(model, target_modules)
         self.rank = rank
         self.scaling = alpha / rank
         self.dropout = nn.Dropout(dropout)
-        self.module_names = list(targets)
-        self.P = nn.ParameterDict({
-            self._key(name): nn.Parameter(torch.zeros(rank, m.out_features, dtype=torch.float32, device=m.weight.device))
-            for name, m in targets.items()
-        })
-        self._A = None
-        self._shared = (None, None)  # (input tensor, its x A_b), reused by modules reading the same input
-        self._handles = [m.register_forward_hook(self._hook_for(self._key(name))) for name, m in targets.items()]
+        self.module_names = list(self.targets)
+        self._batch = None  # what the model set for this batch (None: the base model, untouched)
+        self._handles = [m.register_forward_hook(self._hook_for(self._key(name))) for name, m in self.targets.items()]
 
     @staticmethod
     def _key(name):
         return name.replace(".", "__")
 
+    @property
+    def keys(self):
+        return [self._key(name) for name in self.module_names]
+
     @contextlib.contextmanager
-    def weights(self, A):
-        """Inject A (batch, d_in, r) for the duration of the block; the base model is untouched after."""
-        if A.shape[1:] != (self.in_features, self.rank):
-            raise ValueError(f"A has shape {tuple(A.shape)}; expected (batch, {self.in_features}, {self.rank}).")
-        self._A = A
+    def _set(self, batch):
+        self._batch = batch
         try:
             yield
         finally:
-            self._A = None
-            self._shared = (None, None)
+            self._batch = None
+            self._release()
+
+    def _release(self):
+        """Drop what was cached for the batch."""
+
+    def delta(self, key, x):
+        """(alpha / r) (dropout(x) A) B for module ``key`` and input x (batch, seq, d_in)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def low_rank(xa, B):
+        """(x A) B as a batched matmul in B's dtype: xa (batch, seq, r), B (r, d_out) or (batch, r, d_out)."""
+        return torch.matmul(xa.to(B.dtype), B)
 
     def _hook_for(self, key):
         def hook(module, inputs, output):
-            if self._A is None:
+            if self._batch is None:
                 return output
-            x = inputs[0]
-            if self._shared[0] is not x:
-                A = self._A.to(device=x.device, dtype=x.dtype)
-                self._shared = (x, torch.matmul(self.dropout(x), A))  # (batch, seq, r)
-            xa = self._shared[1]
-            P = self.P[key]
-            delta = torch.matmul(xa.to(P.dtype), P) * self.scaling
-            return output + delta.to(output.dtype)
+            return output + self.delta(key, inputs[0]).to(output.dtype)
 
         return hook
 
@@ -95,3 +96,77 @@ class DynamicLoRA(nn.Module):
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+class DynamicLoRA(PerSampleLoRA):
+    """CoRA: h_m = W_m x + (alpha / r) P_m (dropout(x) A_b), A_b per sample, P_m learned per module."""
+
+    def __init__(self, model, target_modules=DEFAULT_TARGETS, rank=16, alpha=32, dropout=0.05):
+        super().__init__(model, target_modules, rank, alpha, dropout)
+        widths = {module.in_features for module in self.targets.values()}
+        if len(widths) != 1:
+            self.remove()
+            raise ValueError(
+                f"lora_target_modules {list(target_modules)} have different input widths {sorted(widths)}; one "
+                "A_b is shared by all of them, so choose modules that read the hidden state (q/k/v/o_proj)."
+            )
+        self.in_features = widths.pop()
+        self.P = nn.ParameterDict({
+            self._key(name): nn.Parameter(torch.zeros(rank, m.out_features, dtype=torch.float32, device=m.weight.device))
+            for name, m in self.targets.items()
+        })
+        self._shared = (None, None)  # (input tensor, its x A_b), reused by modules reading the same input
+
+    def weights(self, A):
+        """Inject A (batch, d_in, r) for the duration of the block; the base model is untouched after."""
+        if A.shape[1:] != (self.in_features, self.rank):
+            raise ValueError(f"A has shape {tuple(A.shape)}; expected (batch, {self.in_features}, {self.rank}).")
+        return self._set(A)
+
+    def _release(self):
+        self._shared = (None, None)
+
+    def delta(self, key, x):
+        if self._shared[0] is not x:
+            A = self._batch.to(device=x.device, dtype=x.dtype)
+            self._shared = (x, torch.matmul(self.dropout(x), A))  # (batch, seq, r)
+        return self.low_rank(self._shared[1], self.P[key]) * self.scaling
+
+
+class MixtureLoRA(PerSampleLoRA):
+    """RecLoRA: a bank of N meta-LoRAs per module, mixed per sample by weights the model sets.
+
+    A_{b,m} = sum_k alpha_{b,m,k} A_{m,k} and B_{b,m} = sum_k alpha_{b,m,k} B_{m,k} (factors are mixed,
+    not their products); h_m = W_m x + (alpha / r) (dropout(x) A_{b,m}) B_{b,m}. Mixing the factors first
+    costs N d_in r per sample, instead of N times the whole x A."""
+
+    def __init__(self, model, target_modules=("q_proj", "v_proj"), rank=8, alpha=16, dropout=0.05, num_loras=16):
+        super().__init__(model, target_modules, rank, alpha, dropout)
+        self.num_loras = num_loras
+        self.A = nn.ParameterDict()
+        self.B = nn.ParameterDict()
+        for name, m in self.targets.items():
+            A = torch.empty(num_loras, m.in_features, rank, dtype=torch.float32, device=m.weight.device)
+            bound = 1.0 / math.sqrt(m.in_features)  # peft's kaiming_uniform(a=sqrt(5)) bound for A
+            self.A[self._key(name)] = nn.Parameter(A.uniform_(-bound, bound))
+            self.B[self._key(name)] = nn.Parameter(
+                torch.zeros(num_loras, rank, m.out_features, dtype=torch.float32, device=m.weight.device)
+            )
+
+    def weights(self, mixture):
+        """Mix the banks with ``mixture`` (batch, modules, N) — module order ``self.keys`` — for the block."""
+        expected = (len(self.module_names), self.num_loras)
+        if mixture.dim() != 3 or tuple(mixture.shape[1:]) != expected:
+            raise ValueError(f"mixture has shape {tuple(mixture.shape)}; expected (batch, {expected[0]}, {expected[1]}).")
+        return self._set(dict(zip(self.keys, mixture.unbind(dim=1))))
+
+    def factors(self, key, mixture):
+        """A_{b,m} (batch, d_in, r) and B_{b,m} (batch, r, d_out) of module ``key`` for mixing weights (batch, N)."""
+        A = torch.einsum("bn,nir->bir", mixture.to(self.A[key].dtype), self.A[key])
+        B = torch.einsum("bn,nro->bro", mixture.to(self.B[key].dtype), self.B[key])
+        return A, B
+
+    def delta(self, key, x):
+        A, B = self.factors(key, self._batch[key].to(x.device))
+        xa = torch.matmul(self.dropout(x), A.to(x.dtype))  # (batch, seq, r)
+        return self.low_rank(xa, B) * self.scaling
