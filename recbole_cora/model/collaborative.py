@@ -56,8 +56,8 @@ def cf_stage_config(config):
     return Config(model=config["cf_model"], dataset=config["dataset"], config_dict=options)
 
 
-def cf_stage_dir(cf_config, fingerprint):
-    values = {key: cf_config[key] for key in CF_KEY_OPTIONS if key in cf_config}
+def cf_stage_dir(cf_config, fingerprint, key_options=CF_KEY_OPTIONS):
+    values = {key: cf_config[key] for key in key_options if key in cf_config}
     blob = json.dumps([cf_config["model"], fingerprint, values], sort_keys=True, default=str)
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     return Path(cf_config["cf_checkpoint_dir"]) / f"{cf_config['dataset']}-{cf_config['model']}-{key}"
@@ -101,6 +101,24 @@ def run_cf_stage(config, dataset=None):
 
     Returns the stage folder. ``dataset`` is the caller's LabeledDataset (only its split fingerprint is
     compared with the stage's, as a guard)."""
+
+    def save(model, cf_dataset, fingerprint, stage):
+        user_table, item_table = embedding_tables(model)
+        save_cf_embeddings(stage / "embeddings.safetensors", user_table, item_table, cf_dataset, fingerprint, cf_dataset.config["model"])
+
+    return run_recbole_stage(
+        cf_stage_config(config), dataset, CF_KEY_OPTIONS, "embeddings.safetensors", save,
+        what="the train split's positives",
+    )
+
+
+def run_recbole_stage(stage_config, dataset, key_options, done_file, save, what="the train split"):
+    """Train a RecBole model for a stage (a frozen encoder of an LLM model), or find it trained already.
+
+    The stage folder is keyed by the model, the split fingerprint and ``key_options``; it holds RecBole's
+    checkpoint, ``result.json`` and what ``save(model, stage_dataset, fingerprint, folder)`` writes, last
+    of all ``done_file`` (whose presence means the stage is complete). ``dataset`` is the caller's
+    LabeledDataset: a stage whose split differs from it is refused."""
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
@@ -108,34 +126,33 @@ def run_cf_stage(config, dataset=None):
     from recbole_cora.utils import get_model as lookup_model
 
     logger = getLogger()
-    cf_config = cf_stage_config(config)
-    init_seed(cf_config["seed"], cf_config["reproducibility"])
-    cf_dataset = create_dataset(cf_config)
-    train_data, valid_data, test_data = data_preparation(cf_config, cf_dataset)
-    fingerprint = cf_dataset.fingerprint
+    name = stage_config["model"]
+    init_seed(stage_config["seed"], stage_config["reproducibility"])
+    stage_dataset = create_dataset(stage_config)
+    train_data, valid_data, test_data = data_preparation(stage_config, stage_dataset)
+    fingerprint = stage_dataset.fingerprint
     if dataset is not None and getattr(dataset, "fingerprint", fingerprint) != fingerprint:
         raise CFCheckpointError(
-            f"the CF stage's split ({fingerprint}) differs from the model's ({dataset.fingerprint}): the "
-            "CF stage must use the same dataset options. Move split/filter options out of `cf_config`."
+            f"the {name} stage's split ({fingerprint}) differs from the model's ({dataset.fingerprint}): the "
+            "stage must use the same dataset options. Move split/filter options out of the stage's own options "
+            "(`cf_config`, `reclora_encoder_config`)."
         )
-    stage = cf_stage_dir(cf_config, fingerprint)
-    embeddings = stage / "embeddings.safetensors"
-    if embeddings.is_file():
-        logger.info(f"CF stage: reusing {cf_config['model']} from {stage}")
+    stage = cf_stage_dir(stage_config, fingerprint, key_options)
+    if (stage / done_file).is_file():
+        logger.info(f"{name} stage: reusing {stage}")
         return stage
     stage.mkdir(parents=True, exist_ok=True)
-    logger.info(f"CF stage: training {cf_config['model']} on the train split's positives into {stage}")
-    init_seed(cf_config["seed"], cf_config["reproducibility"])
-    model = lookup_model(cf_config["model"])(cf_config, train_data._dataset).to(cf_config["device"])
-    trainer = get_trainer(cf_config["MODEL_TYPE"], cf_config["model"], cf_config)(cf_config, model)
+    logger.info(f"{name} stage: training on {what} into {stage}")
+    init_seed(stage_config["seed"], stage_config["reproducibility"])
+    model = lookup_model(name)(stage_config, train_data._dataset).to(stage_config["device"])
+    trainer = get_trainer(stage_config["MODEL_TYPE"], name, stage_config)(stage_config, model)
     trainer.saved_model_file = str(stage / "recbole_model.pth")
     trainer.checkpoint_dir = str(stage)
-    _, valid_result = trainer.fit(train_data, valid_data, show_progress=cf_config["show_progress"])
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=cf_config["show_progress"])
-    user_table, item_table = embedding_tables(model)
+    _, valid_result = trainer.fit(train_data, valid_data, show_progress=stage_config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=stage_config["show_progress"])
     with open(stage / "result.json", "w") as f:
-        json.dump({"model": cf_config["model"], "valid": valid_result, "test": test_result}, f, indent=2)
-    save_cf_embeddings(embeddings, user_table, item_table, cf_dataset, fingerprint, cf_config["model"])
+        json.dump({"model": name, "valid": valid_result, "test": test_result}, f, indent=2)
+    save(model, stage_dataset, fingerprint, stage)
     return stage
 
 

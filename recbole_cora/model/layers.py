@@ -31,3 +31,26 @@ class CollaborativeQueryGenerator(nn.Module):
         hidden = self.blocks(queries, memory)  # self-attention + cross-attention to [e_u; e_i]
         A = F.normalize(self.to_lora(hidden).mean(dim=1), dim=-1)
         return A.view(-1, self.d_model, self.rank)
+
+
+class MetaLoRAGates(nn.Module):
+    r"""RecLoRA's soft routing: for each target module m a gate LayerNorm -> Linear -> ReLU -> Dropout ->
+    Linear(N) turns the frozen recommender's representation u of a sample into mixing weights
+    alpha_m = softmax(gate_m(u) / tau) over that module's N meta-LoRAs."""
+
+    def __init__(self, keys, input_size, num_loras, hidden_size=256, temperature=5.0, dropout=0.1):
+        super().__init__()
+        self.keys = list(keys)
+        self.temperature = temperature
+        self.gates = nn.ModuleDict({
+            key: nn.Sequential(
+                nn.LayerNorm(input_size), nn.Linear(input_size, hidden_size), nn.ReLU(), nn.Dropout(dropout),
+                nn.Linear(hidden_size, num_loras),
+            )
+            for key in self.keys
+        })
+
+    def forward(self, representation):
+        """(batch, modules, N) mixing weights, modules in the order of ``keys``."""
+        logits = torch.stack([self.gates[key](representation) for key in self.keys], dim=1)
+        return torch.softmax(logits / self.temperature, dim=-1)

@@ -1,0 +1,119 @@
+r"""RecLoRA: personalised low-rank adaptation, mixed per user from a bank of meta-LoRAs.
+
+Reference:
+    Jiachen Zhu, Jianghao Lin, Xinyi Dai, Bo Chen, Rong Shan, Jieming Zhu, Ruiming Tang, Yong Yu and
+    Weinan Zhang. "Lifelong Personalized Low-Rank Adaptation of Large Language Models for Recommendation."
+    arXiv:2408.03533, 2024.
+
+Reference code:
+    https://github.com/Gebro13/RecLoRA
+
+A frozen conventional recommender (RecBole's DIN trained on the full labeled train split, or the CF stage's
+user embedding) reads the user's long ID history and gives a representation u per sample. For every target
+module m (q_proj and v_proj of every layer) a gate mixes N meta-LoRAs: alpha = softmax(gate_m(u) / tau),
+A_p = sum_k alpha_k A_k, B_p = sum_k alpha_k B_k, and the frozen LLM computes W_m x + (alpha/r) x A_p B_p.
+Long-short modality retriever: the recommender reads the last ``history_len`` positives as ids, the LLM
+only the ``prompt_history_len`` most recent as titles. Few2Many: the recommender learns from every
+training row, the LLM side from a fixed uniform subset of ``llm_train_samples`` rows
+(``train_row_subset``). Trained: the gates and the meta-LoRA banks; the LLM and the recommender are frozen.
+"""
+
+import torch
+from recbole.utils import init_seed
+
+from recbole_cora.data.prompts import PromptBuilder
+from recbole_cora.llm import MixtureLoRA
+from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+from recbole_cora.model.collaborative import FrozenCFEncoder, run_cf_stage
+from recbole_cora.model.layers import MetaLoRAGates
+from recbole_cora.model.sequential_encoder import SEQUENTIAL_ENCODERS, FrozenSequentialEncoder, run_sequential_stage
+
+
+class ShortHistoryPrompts(PromptBuilder):
+    """Prompts that show only the ``shown`` most recent items of the (long) history."""
+
+    def __init__(self, config, dataset, tokenizer, shown):
+        super().__init__(config, dataset, tokenizer)
+        self.shown = shown
+
+    def token_ids(self, histories, targets):
+        recent = [[i for i in history if i > 0][-self.shown:] for history in histories]
+        return super().token_ids(recent, targets)
+
+
+class RecLoRA(LLMRecommender):
+    uses_cf_encoder = False  # its stage (DIN or CF) is prepared by ``prepare_stage``
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.encoder_kind = config["reclora_encoder"]
+        if self.encoder_kind not in (*SEQUENTIAL_ENCODERS, "cf"):
+            raise ValueError(f"reclora_encoder {self.encoder_kind!r}: use one of {[*SEQUENTIAL_ENCODERS, 'cf']}.")
+        shown = int(config["prompt_history_len"] or dataset.history_len)
+        if not 0 < shown <= dataset.history_len:
+            raise ValueError(
+                f"prompt_history_len {shown} must be between 1 and history_len {dataset.history_len} (the long "
+                "history the recommender reads; the LLM sees its most recent prompt_history_len titles)."
+            )
+        self.prompts = ShortHistoryPrompts(config, dataset, self.tokenizer, shown)
+        if not config[self.stage_option(config)]:  # built outside run_recbole_cora: prepare the stage here
+            from accelerate import PartialState
+
+            with PartialState(cpu=not torch.cuda.is_available()).main_process_first():
+                self.prepare_stage(config, dataset)
+            init_seed(config["seed"] + (config["local_rank"] or 0), config["reproducibility"])
+        if self.encoder_kind == "cf":
+            self.cf_encoder = FrozenCFEncoder.from_stage(config["cf_stage_dir"], dataset)
+        else:
+            self.cf_encoder = FrozenSequentialEncoder.from_stage(config["reclora_stage_dir"], dataset, config["device"])
+        self.lora = MixtureLoRA(
+            self.llm, config["lora_target_modules"], config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
+            num_loras=config["num_meta_loras"],
+        )
+        self.gates = MetaLoRAGates(
+            self.lora.keys, self.cf_encoder.embedding_size, config["num_meta_loras"], config["gate_hidden_size"],
+            config["gate_temperature"], config["gate_dropout"],
+        )
+        self.train_row_subset = self.few2many_rows(len(dataset), config["llm_train_samples"], config["seed"])
+
+    @staticmethod
+    def stage_option(config):
+        return "cf_stage_dir" if config["reclora_encoder"] == "cf" else "reclora_stage_dir"
+
+    @classmethod
+    def prepare_stage(cls, config, dataset):
+        """Train (or find) the frozen recommender for ``config``'s split; sets its folder in ``config``."""
+        run = run_cf_stage if config["reclora_encoder"] == "cf" else run_sequential_stage
+        config[cls.stage_option(config)] = str(run(config, dataset))
+
+    @staticmethod
+    def few2many_rows(n_rows, samples, seed):
+        """Few2Many: the training rows the LLM side learns from, drawn once, uniformly, with the seed
+        (``samples``: a count, or a share below 1; ~: every row, then None)."""
+        if not samples:
+            return None
+        count = int(round(samples * n_rows)) if samples < 1 else int(samples)
+        if count >= n_rows:
+            return None
+        generator = torch.Generator().manual_seed(int(seed))
+        return sorted(torch.randperm(n_rows, generator=generator)[:count].tolist())
+
+    def user_representation(self, interaction):
+        """u: the frozen recommender's representation of each sample (DIN: its final hidden state)."""
+        device = next(self.cf_encoder.buffers()).device
+        with torch.no_grad():
+            if self.encoder_kind == "cf":
+                return self.cf_encoder(interaction[self.USER_ID].to(device), interaction[self.ITEM_ID].to(device))[0]
+            return self.cf_encoder(interaction)
+
+    def mixture(self, interaction):
+        """alpha for each sample, module and meta-LoRA: (batch, modules, N)."""
+        return self.gates(self.user_representation(interaction).float())
+
+    def adapt(self, interaction):
+        return self.lora.weights(self.mixture(interaction))
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.cf_encoder.eval()  # the frozen recommender: no dropout, batch norm on its running statistics
+        return self

@@ -1,0 +1,217 @@
+import copy
+import os
+
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_seed
+
+from recbole_cora import run_recbole_cora
+from recbole_cora.compat import UntrustedCheckpointError
+from recbole_cora.config import Config
+from recbole_cora.llm.scoring import last_position_answer_logits
+from recbole_cora.model.collaborative import CFCheckpointError
+from recbole_cora.model.llm_recommender.reclora import RecLoRA
+from recbole_cora.model.sequential_encoder import FrozenSequentialEncoder, run_sequential_stage
+from recbole_cora.utils import create_dataset
+
+from conftest import QUIET
+
+# A small RecLoRA: ml-100k's last weeks, a long history of 8 (the LLM sees 3), a small DIN, 4 meta-LoRAs.
+SMALL_RECLORA = {
+    **QUIET, "time_window": ["1998-03-01", "1998-05-01"], "history_len": 8, "prompt_history_len": 3,
+    "num_meta_loras": 4, "gate_hidden_size": 16, "lora_rank": 4, "lora_alpha": 8, "epochs": 1, "eval_batch_size": 64,
+    "reclora_encoder_config": {"epochs": 1, "embedding_size": 8, "mlp_hidden_size": [32, 16], "train_batch_size": 512},
+    "cf_config": {"epochs": 3, "embedding_size": 16},
+}
+
+
+@pytest.fixture(scope="session")
+def stage_root(tmp_path_factory):
+    """One folder of frozen-recommender stages for the whole session: DIN is trained once, then found."""
+    return str(tmp_path_factory.mktemp("stages"))
+
+
+def build(tiny_llm, stage_root, **extra):
+    options = {**SMALL_RECLORA, "llm_path": tiny_llm, "cf_checkpoint_dir": stage_root, **extra}
+    config = Config("RecLoRA", "ml-100k", config_dict=options)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    torch.manual_seed(0)
+    return config, RecLoRA(config, train._dataset), (train, valid, test)
+
+
+def first_batch(data, rows=None):
+    batch = data.collate_fn(list(rows if rows is not None else range(16)))
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def randomise_B(model, std=0.5):
+    for B in model.lora.B.values():
+        B.data.normal_(0, std)
+
+
+def test_zero_B_scores_equal_the_frozen_llm_yes_logits(tiny_llm, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, stage_root)
+    model.eval()
+    batch = first_batch(train)
+    ids, mask = model.prompts.batch(batch)
+    plain = last_position_answer_logits(model.llm, ids, mask, model.scorer.answer_ids)[:, 0]
+    assert torch.equal(model(batch), plain)
+    mixture = model.mixture(batch)
+    assert mixture.shape == (16, 2 * model.llm.config.num_hidden_layers, 4)  # q and v of every layer
+    assert torch.allclose(mixture.sum(-1), torch.ones(16, mixture.shape[1]))
+    assert all(a.abs().sum() > 0 for a in model.lora.A.values())  # only B is zero at the start
+
+
+def test_uniform_gates_apply_the_average_lora_to_every_sample(tiny_llm, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, stage_root)
+    model.eval()
+    randomise_B(model)
+    for gate in model.gates.gates.values():  # zero logits: softmax gives 1/N to every meta-LoRA
+        gate[-1].weight.data.zero_()
+        gate[-1].bias.data.zero_()
+    batch = first_batch(train)
+    assert torch.allclose(model.mixture(batch), torch.full((16, len(model.lora.keys), 4), 0.25))
+    scores = model(batch)
+    model.lora.remove()
+    merged = copy.deepcopy(model.llm)
+    modules = dict(merged.named_modules())
+    for name in model.lora.module_names:
+        key = name.replace(".", "__")
+        A_avg, B_avg = model.lora.A[key].data.mean(0), model.lora.B[key].data.mean(0)
+        modules[name].weight.data += model.lora.scaling * (A_avg @ B_avg).t()  # W + (alpha/r) (A_avg B_avg)^T
+    ids, mask = model.prompts.batch(batch)
+    expected = last_position_answer_logits(merged, ids, mask, model.scorer.answer_ids)[:, 0]
+    assert torch.allclose(scores, expected, atol=1e-4), (scores, expected)
+    plain = last_position_answer_logits(model.llm, ids, mask, model.scorer.answer_ids)[:, 0]
+    assert not torch.allclose(scores, plain, atol=1e-3)
+
+
+def test_the_llm_sees_the_short_history_and_din_the_long_one(tiny_llm, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, stage_root)
+    model.eval()
+    randomise_B(model)
+    data = train._dataset
+    lengths = (train.collate_fn(list(range(len(data))))["history_item_id"] > 0).sum(1)
+    row = int(torch.nonzero(lengths == 8)[0])  # a row with a full long history
+    batch = first_batch(train, [row, row])
+    history = batch["history_item_id"][0].tolist()
+    text = model.prompts.text([i for i in history if i > 0][-3:], batch["item_id"][0].item())
+    assert model.tokenizer.decode(model.prompts.batch(batch)[0][0], skip_special_tokens=True) == text
+    assert all(f'"{data.item_title(i)}"' in text for i in history[-3:])
+    assert f'"{data.item_title(history[0])}"' not in text  # older items reach DIN only
+    # the second sample differs only in its older history: the same prompt, another user representation
+    batch["history_item_id"][1, :5] = torch.tensor([i for i in range(1, 200) if i not in history][:5])
+    assert torch.equal(*model.prompts.batch(batch)[0])
+    u = model.user_representation(batch)
+    assert not torch.allclose(u[0], u[1])
+    mixture = model.mixture(batch)
+    assert not torch.allclose(mixture[0], mixture[1])
+    scores = model(batch)
+    assert not torch.allclose(scores[0], scores[1], atol=1e-5)  # different users, different effective weights
+    key = model.lora.keys[0]
+    A, B = model.lora.factors(key, mixture[:, 0])
+    assert not torch.allclose(A[0] @ B[0], A[1] @ B[1])
+
+
+def test_din_representation_is_its_final_hidden_state(tiny_llm, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, stage_root)
+    batch = first_batch(train)
+    encoder = model.cf_encoder
+    assert isinstance(encoder, FrozenSequentialEncoder) and encoder.cf_model == "DIN"
+    u = model.user_representation(batch)
+    assert u.shape == (16, 16)  # the last of mlp_hidden_size [32, 16]
+    logits = encoder.din.dnn_predict_layers(u).squeeze(-1)
+    assert torch.allclose(torch.sigmoid(logits), encoder.predict(batch))
+
+
+def test_a_training_step_changes_only_trainable_parts_and_reaches_all_of_them(tiny_llm, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, stage_root)
+    frozen = {name: t.clone() for name, t in model.state_dict().items() if name.startswith(("llm.", "cf_encoder."))}
+    assert any(".running_mean" in name for name in frozen)  # DIN's batch norm statistics are checked too
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("lora.", "gates.")) for n in trainable)
+    assert set(model.trainable_state_dict()) == set(trainable)
+    optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
+    model.train()
+    assert not model.llm.training and not model.cf_encoder.din.training
+    for step in range(2):
+        optimizer.zero_grad()
+        model.calculate_loss(first_batch(train)).backward()
+        assert all(p.grad is not None for p in trainable.values())
+        optimizer.step()
+    # B starts at 0, so the gates' and A's gradients are 0 at step 1 and flow from step 2 on
+    assert all(p.grad.abs().sum() > 0 for p in trainable.values())
+    for name, before in frozen.items():
+        assert torch.equal(model.state_dict()[name], before), name
+
+
+def test_few2many_draws_one_fixed_uniform_subset_of_the_training_rows(tiny_llm, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, stage_root, llm_train_samples=500)
+    n = len(train._dataset)
+    rows = model.train_row_subset
+    assert len(rows) == 500 == len(set(rows)) and all(0 <= r < n for r in rows)
+    assert rows == RecLoRA.few2many_rows(n, 500, config["seed"])  # drawn once with the seed: the same every time
+    assert rows != RecLoRA.few2many_rows(n, 500, config["seed"] + 1)
+    assert len(RecLoRA.few2many_rows(n, 0.1, config["seed"])) == round(0.1 * n)
+    assert RecLoRA.few2many_rows(n, None, 0) is None and RecLoRA.few2many_rows(n, n + 1, 0) is None
+    assert max(rows) > n / 2 and min(rows) < n / 2  # spread over the whole split
+
+
+def test_cf_user_embedding_as_the_representation(tiny_llm, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, stage_root, reclora_encoder="cf")
+    batch = first_batch(train)
+    assert model.cf_encoder.cf_model == "LightGCN" and "LightGCN" in config["cf_stage_dir"]
+    assert torch.equal(model.user_representation(batch), model.cf_encoder.user_table[batch["user_id"]])
+    model.eval()
+    ids, mask = model.prompts.batch(batch)
+    assert torch.equal(model(batch), last_position_answer_logits(model.llm, ids, mask, model.scorer.answer_ids)[:, 0])
+
+
+def test_run_recbole_cora_reports_all_warm_cold_with_the_din_row(tiny_llm, stage_root):
+    options = {**SMALL_RECLORA, "llm_path": tiny_llm, "cf_checkpoint_dir": stage_root,
+               "train_rows_per_epoch": 64, "eval_rows": 200}
+    out = run_recbole_cora("RecLoRA", "ml-100k", config_dict=options)
+    test = out["test_result"]
+    assert test["rows"] == 200 and test["warm_rows"] + test["cold_rows"] == 200
+    for group in ("", "warm_", "cold_"):
+        assert 0.0 <= test[f"{group}auc"] <= 1.0 and 0.0 <= test[f"{group}uauc"] <= 1.0
+        assert test[f"{group}logloss"] > 0
+    assert set(out["results"]) == {"RecLoRA", "DIN (frozen CF encoder)"}
+    assert out["results"]["DIN (frozen CF encoder)"]["rows"] == 200  # the same rows as RecLoRA's
+    for group in ("all", "warm", "cold"):
+        assert f"| RecLoRA | {group} |" in out["table"]
+
+
+def test_din_stage_is_reused_and_refused_for_another_split_or_an_untrusted_file(tiny_llm, stage_root, tmp_path):
+    config, model, _ = build(tiny_llm, stage_root)
+    stage = config["reclora_stage_dir"]
+    stamp = os.stat(os.path.join(stage, "encoder.json")).st_mtime_ns
+    dataset = create_dataset(config)
+    dataset.build()
+    assert str(run_sequential_stage(config, dataset)) == stage  # found again, not retrained
+    assert os.stat(os.path.join(stage, "encoder.json")).st_mtime_ns == stamp
+    other_split = {"split": {"RS": [0.7, 0.15, 0.15]}, "order": "TO", "group_by": None, "mode": "labeled"}
+    other_config = Config("RecLoRA", "ml-100k", config_dict={**SMALL_RECLORA, "llm_path": tiny_llm,
+                                                            "cf_checkpoint_dir": stage_root, "eval_args": other_split})
+    other_train, _, _ = data_preparation(other_config, create_dataset(other_config))
+    with pytest.raises(CFCheckpointError, match="another split"):
+        FrozenSequentialEncoder.from_stage(stage, other_train._dataset)
+    with pytest.raises(CFCheckpointError, match="differs from the model's"):
+        run_sequential_stage(config, other_train._dataset)  # this run's stage, another run's split
+    other_config["reclora_stage_dir"] = stage
+    with pytest.raises(CFCheckpointError, match="another split"):
+        RecLoRA(other_config, other_train._dataset)
+    # RecBole's pickled checkpoint is only read from inside its own stage folder
+    outside = tmp_path / "elsewhere.pth"
+    checkpoint = os.path.join(stage, "recbole_model.pth")
+    os.replace(checkpoint, outside)
+    try:
+        os.symlink(outside, checkpoint)
+        with pytest.raises(UntrustedCheckpointError, match="refusing to unpickle"):
+            FrozenSequentialEncoder.from_stage(stage, dataset)
+    finally:
+        os.remove(checkpoint)
+        os.replace(outside, checkpoint)
