@@ -8,6 +8,7 @@ pandas 3 and setuptools 81 (``ray`` imports ``pkg_resources``). ``recbole.quick_
 ``ray``, which cannot be installed on Python 3.12: the plugin never imports it.
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -52,3 +53,19 @@ def atomic_torch_save(obj, path):
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp, pickle_protocol=4)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def keep_anomaly_mode():
+    """Leave torch's autograd anomaly detection as it was, whatever RecBole imports inside the block.
+
+    ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` at
+    import time, and importing any of RecBole's sequential models (DIN, SASRec, ...) imports that package:
+    from then on every backward pass of the process checks every gradient for NaNs (about 40% of a DIN
+    training step on CPU, and any LLM trained later in the same process pays it too).
+    """
+    enabled = torch.is_anomaly_enabled()
+    try:
+        yield
+    finally:
+        torch.autograd.set_detect_anomaly(enabled)

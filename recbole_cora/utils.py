@@ -32,10 +32,14 @@ def get_model(model_name):
     """The model class named ``model_name``: a plugin model if there is one, else RecBole's.
 
     (RecBole's own ``get_model`` crashes on any unknown name when lightgbm is not installed.)"""
+    from recbole_cora.compat import keep_anomaly_mode
+
     for package in PLUGIN_MODEL_PACKAGES + [f"recbole.model.{p}" for p in RECBOLE_MODEL_PACKAGES]:
         module_path = f"{package}.{model_name.lower()}"
-        if _find_module(module_path) is not None:
-            module = importlib.import_module(module_path)
+        with keep_anomaly_mode():  # importing RecBole's sequential package turns anomaly detection on
+            spec = _find_module(module_path)
+            module = importlib.import_module(module_path) if spec is not None else None
+        if module is not None:
             if hasattr(module, model_name):
                 return getattr(module, model_name)
             spelled = [name for name in dir(module) if name.lower() == model_name.lower()]

@@ -47,3 +47,14 @@ def test_the_plugin_never_imports_recbole_quick_start():
     code = "import sys, recbole_cora, recbole_cora.model.collaborative; print('recbole.quick_start' in sys.modules, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_importing_a_recbole_sequential_model_leaves_anomaly_detection_off():
+    # RecBole's sine.py turns autograd anomaly detection on when its package is imported (DIN's package).
+    code = ("import torch; from recbole_cora.utils import get_model; get_model('DIN'); a = torch.is_anomaly_enabled(); "
+            "import recbole.model.sequential_recommender; print(a, torch.is_anomaly_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    bare = "import torch, recbole.model.sequential_recommender; print(torch.is_anomaly_enabled())"
+    out = subprocess.run([sys.executable, "-c", bare], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["True"]  # what the shim undoes
