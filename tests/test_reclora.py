@@ -215,3 +215,14 @@ def test_din_stage_is_reused_and_refused_for_another_split_or_an_untrusted_file(
     finally:
         os.remove(checkpoint)
         os.replace(outside, checkpoint)
+
+
+@pytest.mark.xfail(strict=True, reason="LLMTrainer._train_rows does not read model.train_row_subset yet (trainer.py)")
+def test_the_trainer_trains_the_llm_on_the_few2many_rows_only(tiny_llm, stage_root):
+    from recbole_cora.utils import get_trainer
+
+    config, model, (train, _, _) = build(tiny_llm, stage_root, llm_train_samples=40)
+    trainer = get_trainer(config["MODEL_TYPE"], "RecLoRA", config)(config, model)
+    assert sorted(trainer._train_rows(train, 0)) == model.train_row_subset
+    config["train_rows_per_epoch"] = 16  # per-epoch sampling then draws from the fixed rows
+    assert set(trainer._train_rows(train, 1)) < set(model.train_row_subset)

@@ -19,6 +19,8 @@ class LLMRecommender(AbstractRecommender):
     type = ModelType.CONTEXT
     input_type = InputType.POINTWISE
     uses_cf_encoder = False
+    # Rows of the train split the LLM side learns from, fixed for the run (RecLoRA's Few2Many); None: all rows.
+    train_row_subset = None
 
     def __init__(self, config, dataset):
         super().__init__()

@@ -8,6 +8,9 @@ A stage lives in ``cf_checkpoint_dir/<dataset>-<cf_model>-<key>/``:
   consumer aligns rows by token (never by internal id) and loads nothing by unpickling;
 * ``recbole_model.pth``: RecBole's own training checkpoint (pickled, as RecBole writes it);
 * ``result.json``: the CF model's valid/test metrics on the labeled split.
+
+``run_recbole_stage`` (train a RecBole model for a stage, keyed by split and options, or find it) is shared
+with RecLoRA's DIN stage (``recbole_cora.model.sequential_encoder``).
 """
 
 import hashlib
