@@ -12,7 +12,7 @@ from recbole_cora.config import Config
 from recbole_cora.llm.scoring import last_position_answer_logits
 from recbole_cora.model.collaborative import CFCheckpointError
 from recbole_cora.model.llm_recommender.reclora import RecLoRA
-from recbole_cora.model.sequential_encoder import FrozenSequentialEncoder, run_sequential_stage
+from recbole_cora.model.sequential_encoder import FrozenSequentialEncoder, run_sequential_stage, sequential_stage_config
 from recbole_cora.utils import create_dataset
 
 from conftest import QUIET
@@ -114,6 +114,21 @@ def test_the_llm_sees_the_short_history_and_din_the_long_one(tiny_llm, stage_roo
     key = model.lora.keys[0]
     A, B = model.lora.factors(key, mixture[:, 0])
     assert not torch.allclose(A[0] @ B[0], A[1] @ B[1])
+
+
+def test_din_stage_trains_on_the_labeled_rows_with_the_long_history(tiny_llm):
+    config = Config("RecLoRA", "ml-100k", config_dict={**SMALL_RECLORA, "llm_path": tiny_llm, "epochs": 7})
+    din = sequential_stage_config(config)
+    assert din["model"] == "DIN" and din["train_neg_sample_args"]["distribution"] == "none"  # labels, no sampled negatives
+    assert din["MAX_ITEM_LIST_LENGTH"] == 8 and din["epochs"] == 1 and din["embedding_size"] == 8  # not the LLM's epochs
+    assert din["time_window"] == config["time_window"] and din["eval_args"] == config["eval_args"]
+    train, _, _ = data_preparation(din, create_dataset(din))
+    rows = train.collate_fn(list(range(len(train._dataset))))
+    rows = rows[0] if isinstance(rows, tuple) else rows
+    assert len(rows) == len(train._dataset)  # the loader adds no sampled negatives
+    assert rows["item_id_list"].shape[1] == 8 and set(rows["label"].unique().tolist()) == {0.0, 1.0}
+    llm_train, _, _ = data_preparation(config, create_dataset(config))
+    assert len(train._dataset) == len(llm_train._dataset)  # every labeled train row, negatives included
 
 
 def test_din_representation_is_its_final_hidden_state(tiny_llm, stage_root):

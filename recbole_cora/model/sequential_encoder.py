@@ -45,6 +45,8 @@ def sequential_stage_config(config):
         raise ValueError(f"reclora_encoder {model!r} has no sequential stage: use one of {list(SEQUENTIAL_ENCODERS)} or 'cf'.")
     given = {**config.internal_config_dict, **config.external_config_dict}  # before RecBole rewrites data_path
     options = {key: value for key, value in given.items() if key in CF_SHARED_OPTIONS}
+    # A CTR model learns from the labeled rows as they are: no sampled negatives (RecBole's default for DIN).
+    options["train_neg_sample_args"] = None
     options.update(config["reclora_encoder_config"] or {})
     options["model"] = model
     # DIN reads exactly the long history the LLM model's dataset carries (its attention mask has this width).
