@@ -140,6 +140,8 @@ def test_din_representation_is_its_final_hidden_state(tiny_llm, stage_root):
     assert u.shape == (16, 16)  # the last of mlp_hidden_size [32, 16]
     logits = encoder.din.dnn_predict_layers(u).squeeze(-1)
     assert torch.allclose(torch.sigmoid(logits), encoder.predict(batch))
+    encoder.to("meta")  # DIN's attention mask (a plain tensor in RecBole) follows the module's device
+    assert encoder.din.attention.mask_mat.device.type == "meta" and encoder.user_index.device.type == "meta"
 
 
 def test_a_training_step_changes_only_trainable_parts_and_reaches_all_of_them(tiny_llm, stage_root):

@@ -154,6 +154,12 @@ class FrozenSequentialEncoder(nn.Module):
             dataset.uid_field, dataset.iid_field, dataset.history_field, stage_config["model"],
         )
 
+    def _apply(self, fn, *args, **kwargs):
+        # RecBole's DIN keeps its attention mask as a plain tensor made on config["device"]: move it too.
+        super()._apply(fn, *args, **kwargs)
+        self.din.attention.mask_mat = fn(self.din.attention.mask_mat)
+        return self
+
     def _keep_hidden(self, module, inputs, output):
         self._hidden = inputs[0]
 
