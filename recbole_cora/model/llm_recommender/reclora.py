@@ -56,7 +56,7 @@ class RecLoRA(LLMRecommender):
                 "history the recommender reads; the LLM sees its most recent prompt_history_len titles)."
             )
         self.prompts = ShortHistoryPrompts(config, dataset, self.tokenizer, shown)
-        if not config[self.stage_option(config)]:  # built outside run_recbole_cora: prepare the stage here
+        if not config[self.stage_option(config)]:  # no stage folder given: find or train it (main process first)
             from accelerate import PartialState
 
             with PartialState(cpu=not torch.cuda.is_available()).main_process_first():
