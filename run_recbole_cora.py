@@ -3,10 +3,11 @@
     python run_recbole_cora.py                                  # the embedded default: CoRA, ml-100k, SmolLM2
     python run_recbole_cora.py --model LightGCN --dataset ml-100k
     python run_recbole_cora.py --config_files my.yaml --learning_rate=0.01
+    python run_recbole_cora.py --config_files my.yaml --resume   # go on with a killed run of it
 
     python run_recbole_cora.py --compare LightGCN,MF,DeepFM,TALLRec,CoLLM,CoRA --config_files my.yaml
 
-Options other than --model, --dataset, --config_files, --compare and --compare_dir are RecBole-style
+Options other than --model, --dataset, --config_files, --resume, --compare and --compare_dir are RecBole-style
 --key=value overrides.
 """
 
@@ -26,6 +27,9 @@ def main(argv=None):
     parser.add_argument("--config_files", nargs="+", default=None, help="YAML files, later ones win")
     parser.add_argument("--compare", default=None, help="comma-separated models to run on one split, e.g. LightGCN,BPR,TALLRec,CoRA")
     parser.add_argument("--compare_dir", default=None, help="comparison folder (to resume one); default results/compare-...")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
+                        help="go on with a killed run: the newest one of this model with the same options, or RUN "
+                             "(its saved folder, e.g. saved/CoRA-Nov-23-2026_10-00-00)")
     args, overrides = parser.parse_known_args(argv)
     if args.compare:
         return compare(args, overrides)
@@ -41,6 +45,8 @@ def main(argv=None):
         config_dict["model"] = args.model
     if args.dataset:
         config_dict["dataset"] = args.dataset
+    if args.resume:
+        config_dict["resume"] = args.resume
     try:
         result = run_recbole_cora(config_file_list=args.config_files, config_dict=config_dict, cmd_args=overrides)
     except (ValueError, FileNotFoundError, KeyError) as err:

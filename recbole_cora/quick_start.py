@@ -50,16 +50,28 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     logger.info(model)
     start = time.time()
     stages = model.training_stages() if hasattr(model, "training_stages") else [None]
+    resume_run = None
+    if config["resume"]:
+        from recbole_cora.checkpoint import find_resume_run
+
+        resume_run = find_resume_run(config, config["model"])
+        logger.info(set_color("resume", "yellow") + f": {resume_run}")
     trained = set()
+    learning_rate = config["learning_rate"]
     for stage in stages:  # CoLLM trains in two steps; every other model in one
         if stage is not None:
             model.set_stage(stage)
-            config["learning_rate"] = config[f"stage{stage}_learning_rate"] or config["learning_rate"]
+            config["learning_rate"] = config[f"stage{stage}_learning_rate"] or learning_rate
             logger.info(set_color(f"{config['model']} step {stage}", "yellow"))
         trained |= {name for name, p in model.named_parameters() if p.requires_grad}
         trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
+        config["learning_rate"] = learning_rate  # the step's rate is the trainer's; the config keeps the run's
+        if resume_run is not None:
+            trainer.saved_model_file = resume_run
         if stage is not None:
             trainer.saved_model_file = f"{trainer.saved_model_file}-step{stage}"
+        if resume_run is not None and hasattr(trainer, "resume_dir") and (trainer.resume_dir / "LATEST").is_file():
+            trainer.resume_checkpoint(trainer.resume_dir)
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]
         )

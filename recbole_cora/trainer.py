@@ -8,7 +8,6 @@ trained and evaluated by the same code on the same split.
 import functools
 import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -18,6 +17,8 @@ from recbole.trainer import Trainer
 from recbole.utils import InputType, set_color
 from tqdm import tqdm
 
+from recbole_cora import checkpoint as ckpt
+from recbole_cora.checkpoint import load_trainable, save_trainable  # noqa: F401 (re-exported)
 from recbole_cora.compat import atomic_torch_save, load_recbole_checkpoint
 from recbole_cora.evaluator import LabeledCollector, evaluate_groups, subset_struct
 
@@ -164,6 +165,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             model = model.to(self.accelerator.device)
         super().__init__(config, model)
         self.scheduler = None
+        self._pending_scheduler = self._resume_position = self._resume_rng = None
+        self._resumed = self._resumed_finished = False
         self.wrapped = self.accelerator.prepare(model) if not config["device_map"] else model
         self.optimizer = self.accelerator.prepare(self.optimizer)
         # a folder (trainable.safetensors + config.json), named by the main process for all of them
@@ -192,9 +195,12 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
         generator = torch.Generator().manual_seed(int(self.config["seed"]) + epoch)
         sampler = RandomSampler(rows, generator=generator) if shuffle else None
+        # The loader's own generator: starting an iterator then draws its seed from it, not from the global RNG
+        # (which dropout uses), so a resumed run's RNG stream is the uninterrupted run's.
         return DataLoader(
             rows, batch_size=batch_size, sampler=sampler, drop_last=shuffle and len(rows) >= batch_size,
             collate_fn=lambda idx: _first(data.collate_fn(idx)),
+            generator=torch.Generator().manual_seed(int(self.config["seed"]) + epoch),
         )
 
     def _train_rows(self, train_data, epoch_idx):
@@ -210,12 +216,32 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         loader = self.accelerator.prepare(
             self._row_loader(train_data, rows, self.config["train_batch_size"], shuffle=True, epoch=epoch_idx)
         )
+        n_batches = len(loader)
         if self.scheduler is None:
-            steps = len(loader) // self.accelerator.gradient_accumulation_steps or 1
+            steps = n_batches // self.accelerator.gradient_accumulation_steps or 1
             self.scheduler = self._build_scheduler(steps)
-        self.wrapped.train()
         total, batches = 0.0, 0
-        progress = tqdm(loader, total=len(loader), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"),
+        if self._pending_scheduler is not None:  # resumed: the schedule goes on where it was
+            self.scheduler.load_state_dict(self._pending_scheduler)
+            self._pending_scheduler = None
+            # building the scheduler set the learning rate to the schedule's first value: put back the current one
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = lr
+        resumed = self._resume_position if self._resume_position and self._resume_position[0] == epoch_idx else None
+        if resumed:  # continue a killed run exactly where its last checkpoint left this epoch
+            from accelerate import skip_first_batches
+
+            _, batches, total = resumed
+            loader = skip_first_batches(loader, batches)
+        self._resume_position = None
+        self.wrapped.train()
+        iterator = iter(loader)  # (creating it may draw from the global RNG: restore the RNG after it)
+        if resumed and self._resume_rng is not None:
+            ckpt.restore_rng(*self._resume_rng)
+            self._resume_rng = None
+        every = int(self.config["checkpoint_steps"] or 0) * self.accelerator.gradient_accumulation_steps
+        progress = tqdm(iterator, total=n_batches, initial=batches, ncols=100,
+                        desc=set_color(f"Train {epoch_idx:>5}", "pink"),
                         disable=not show_progress or not self.accelerator.is_main_process)
         for interaction in progress:
             with self.accelerator.accumulate(self.wrapped):
@@ -232,7 +258,29 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             batches += 1
             if show_progress:
                 progress.set_postfix_str(f"loss {total / batches:.4f}")
+            if every and batches % every == 0 and batches < n_batches:
+                self.save_resume_state(epoch_idx, batches, total)
+        if n_batches:
+            self.save_resume_state(epoch_idx, batches, total)  # the epoch's training is done; validation is next
         return total / max(batches, 1)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's fit, with a resume state saved after every epoch's validation and at the end."""
+        if self._resumed_finished or (self._resumed and self.start_epoch >= self.epochs):
+            # this run (or this step of it) had finished training before it was stopped: RecBole's fit would
+            # now overwrite the best model with the last weights
+            self.logger.info(f"Resume: training had finished; best valid score {self.best_valid_score}")
+            return self.best_valid_score, self.best_valid_result
+
+        def after_validation(epoch_idx, valid_score):
+            stopping = self.cur_step > self.stopping_step  # RecBole's early_stopping is about to stop
+            self.save_resume_state(epoch_idx + 1, 0, 0.0, finished=stopping)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn=after_validation)
+        self.save_resume_state(self.epochs, 0, 0.0, finished=True)
+        return result
 
     # ---------------------------------------------------------------- evaluation
     def _eval_rows(self, eval_data):
@@ -308,50 +356,109 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         load_trainable(self.model, folder)
         self.logger.info(f"Loading trainable parameters from {folder}")
 
+    # ---------------------------------------------------------------- resume
+    @property
+    def resume_dir(self):
+        return ckpt.resume_dir_of(self.saved_model_file)
+
+    def save_resume_state(self, epoch, batches, total_loss, finished=False):
+        """Everything a killed run needs to go on exactly from here (see ``recbole_cora.checkpoint``):
+        written by all processes into one temporary folder (each its own RNG), published by the main one."""
+        from accelerate.utils import broadcast_object_list
+
+        name = f"state-e{epoch}-b{batches}" + ("-final" if finished else "")
+        folder = self.resume_dir / name
+        tmp = None
+        if self.accelerator.is_main_process:
+            self.resume_dir.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.temporary_dir(folder)
+        tmp = Path(broadcast_object_list([str(tmp) if tmp else None])[0])
+        rng_tensors, rng_meta = ckpt.rng_to_files()
+        rank = self.accelerator.process_index
+        ckpt.save_tensors(rng_tensors, tmp / f"rng-{rank}.safetensors")
+        (tmp / f"rng-{rank}.json").write_text(json.dumps(rng_meta))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            opt_tensors, opt_meta = ckpt.optimizer_to_files(self.optimizer)
+            ckpt.save_tensors(self.model.trainable_state_dict(), tmp / "trainable.safetensors")
+            ckpt.save_tensors(opt_tensors, tmp / "optimizer.safetensors")
+            state = {
+                "epoch": epoch, "batches": batches, "total_loss": total_loss, "finished": finished,
+                "cur_step": self.cur_step, "best_valid_score": _plain_number(self.best_valid_score),
+                "best_valid_result": _plain_result(self.best_valid_result),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "optimizer": opt_meta, "processes": self.accelerator.num_processes,
+                "model_file": str(self.saved_model_file), "config": ckpt.plain_config(self.config),
+            }
+            (tmp / "state.json").write_text(json.dumps(state, indent=1, default=str))
+            ckpt.publish_dir(tmp, folder)
+            previous = self.resume_dir / "LATEST"
+            old = previous.read_text().strip() if previous.is_file() else None
+            ckpt.write_pointer(self.resume_dir, name)
+            if old and old != name and (self.resume_dir / old).exists():
+                import shutil
+
+                shutil.rmtree(self.resume_dir / old)
+        self.accelerator.wait_for_everyone()
+
     def resume_checkpoint(self, resume_file):
-        raise NotImplementedError("resuming LLM training is not supported yet: start the run again.")
+        """Load the newest state of ``resume_file`` (a run's ``.resume`` folder or one of its states): the
+        trainable parameters, optimizer, scheduler, RNG of every process and the position in the data."""
+        resume_file = Path(resume_file)
+        state_dir = resume_file if (resume_file / "state.json").is_file() else ckpt.latest_state(resume_file)
+        state = ckpt.read_state(state_dir)
+        diff = ckpt.config_differences(state["config"], ckpt.plain_config(self.config))
+        if diff:
+            shown = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in list(diff.items())[:5])
+            raise ckpt.CheckpointError(
+                f"resume state '{state_dir}' was made with other options ({shown}): resume with the options "
+                "it was started with, or start a new run without --resume."
+            )
+        if state["processes"] != self.accelerator.num_processes:
+            raise ckpt.CheckpointError(
+                f"resume state '{state_dir}' was saved by {state['processes']} process(es); this run has "
+                f"{self.accelerator.num_processes}. Resume with the same number of processes."
+            )
+        tensors = ckpt.load_tensors(state_dir / "trainable.safetensors", "the resume state is unusable")
+        if set(tensors) != set(self.model.trainable_state_dict()):
+            raise ckpt.CheckpointError(f"'{state_dir}' does not fit this model's trainable parameters.")
+        self.model.load_state_dict(tensors, strict=False)
+        optimizer = ckpt.optimizer_from_files(
+            ckpt.load_tensors(state_dir / "optimizer.safetensors", "the resume state is unusable"), state["optimizer"]
+        )
+        self.optimizer.load_state_dict(optimizer)
+        rank = self.accelerator.process_index
+        rng = (
+            ckpt.load_tensors(state_dir / f"rng-{rank}.safetensors", "the resume state is unusable"),
+            json.loads((state_dir / f"rng-{rank}.json").read_text()),
+        )
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = float(state["best_valid_score"])
+        self.best_valid_result = state["best_valid_result"]
+        self.saved_model_file = state["model_file"]
+        self.start_epoch = state["epoch"]
+        self._pending_scheduler = state["scheduler"]
+        self._resumed, self._resumed_finished = True, state["finished"]
+        if state["batches"]:  # mid-epoch: the RNG is restored once that epoch's loader exists
+            self._resume_position = (state["epoch"], state["batches"], state["total_loss"])
+            self._resume_rng = rng
+        else:
+            ckpt.restore_rng(*rng)
+        self.logger.info(
+            f"Resumed from {state_dir}: epoch {state['epoch']}, {state['batches']} batch(es) done"
+            + (" (training had finished)" if state["finished"] else "")
+        )
+
+
+def _plain_number(value):
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else str(value)
+
+
+def _plain_result(result):
+    return None if result is None else {k: float(v) for k, v in dict(result).items()}
 
 
 def _first(batch):
     """RecBole's eval loaders return (interaction, row_idx, positive_u, positive_i); train loaders the interaction."""
     return batch[0] if isinstance(batch, tuple) else batch
-
-
-def save_trainable(model, folder, config, state):
-    """Write ``trainable.safetensors`` and ``config.json`` into ``folder`` through a temporary folder."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.trainable_state_dict().items()}
-    save_file(tensors, str(tmp / "trainable.safetensors"), metadata={"model": type(model).__name__})
-    resolved = {k: v for k, v in config.final_config_dict.items() if _is_plain(v)}
-    (tmp / "config.json").write_text(json.dumps({"config": resolved, "state": state}, indent=2, default=str))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-
-
-def load_trainable(model, folder):
-    from safetensors.torch import load_file
-
-    path = Path(folder) / "trainable.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved model at '{path}': train first, or point `model_file` at a saved run folder.")
-    tensors = load_file(str(path))
-    expected = set(model.trainable_state_dict())
-    if set(tensors) != expected:
-        raise ValueError(
-            f"'{path}' does not fit this model: missing {sorted(expected - set(tensors))[:3]}, "
-            f"unexpected {sorted(set(tensors) - expected)[:3]}. Was it saved with other options?"
-        )
-    model.load_state_dict(tensors, strict=False)
-
-
-def _is_plain(value):
-    try:
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False

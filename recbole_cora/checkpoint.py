@@ -1,0 +1,260 @@
+"""Checkpoints of LLM recommenders: the trainable parameters, and the state a killed run resumes from.
+
+Nothing here is pickled. Tensors go to safetensors files, everything else to JSON:
+
+* a *model folder* (``saved/CoRA-<time>/``): ``trainable.safetensors`` + ``config.json``. It is the best
+  model so far; ``load_best_model`` reads it;
+* a *resume folder* (``saved/CoRA-<time>.resume/``): a ``LATEST`` file naming the newest complete state
+  folder ``state-e<epoch>-b<batch>/``, which holds ``trainable.safetensors``, ``optimizer.safetensors``,
+  ``rng-<rank>.safetensors`` (one per process) and ``state.json`` (position in the data, early-stopping
+  state, scheduler and optimizer hyper-parameters, the resolved config and the split fingerprint).
+
+Every folder is written under a temporary name and published by a rename, so a run killed at any
+instant leaves the previous complete checkpoint readable (tests/test_resume.py).
+"""
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+# Options that may differ between a run and its resumption: where and how it runs, not what it learns.
+RESUME_FREE_OPTIONS = {
+    "resume", "show_progress", "state", "device", "gpu_id", "use_gpu", "local_rank", "world_size", "nproc",
+    "offset", "ip", "port", "checkpoint_dir", "cf_stage_dir", "results_dir", "data_path", "log_wandb",
+    "wandb_project", "checkpoint_steps", "single_spec", "eval_batch_size", "device_map",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or resume state that cannot be used (missing, truncated, or made for another run)."""
+
+
+# ---------------------------------------------------------------------------------------- folders
+def publish_dir(tmp, folder):
+    """Make the complete folder ``tmp`` appear as ``folder``, replacing an older one.
+
+    A directory cannot be renamed over a non-empty one, so the old folder is first renamed aside
+    (``folder.old``); ``resolve_dir`` falls back to it if the run dies between the two renames."""
+    tmp, folder = Path(tmp), Path(folder)
+    old = folder.with_name(folder.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def resolve_dir(folder):
+    """``folder``, or the complete older copy ``publish_dir`` set aside if the run died mid-publish."""
+    folder = Path(folder)
+    old = folder.with_name(folder.name + ".old")
+    if not folder.exists() and old.exists():
+        return old
+    return folder
+
+
+def temporary_dir(folder):
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def plain_config(config):
+    """The resolved config as JSON values (what ``config.json`` and ``state.json`` record)."""
+    out = {}
+    for key, value in config.final_config_dict.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------- tensors
+def save_tensors(tensors, path, metadata=None):
+    save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, str(path), metadata=metadata)
+
+
+def load_tensors(path, what):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"'{path}' is missing: {what}.")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"'{path}' could not be read ({err}): it is truncated or not a safetensors file. Delete it ({what})."
+        ) from err
+
+
+def save_trainable(model, folder, config, state):
+    """The model folder: ``trainable.safetensors`` and ``config.json``, published atomically."""
+    tmp = temporary_dir(folder)
+    save_tensors(model.trainable_state_dict(), tmp / "trainable.safetensors", metadata={"model": type(model).__name__})
+    (tmp / "config.json").write_text(json.dumps({"config": plain_config(config), "state": state}, indent=2, default=str))
+    publish_dir(tmp, folder)
+
+
+def load_trainable(model, folder):
+    folder = resolve_dir(folder)
+    path = folder / "trainable.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved model at '{path}': train first, or point `model_file` at a saved run folder.")
+    tensors = load_tensors(path, "the saved model is unusable; train again")
+    expected = set(model.trainable_state_dict())
+    if set(tensors) != expected:
+        raise CheckpointError(
+            f"'{path}' does not fit this model: missing {sorted(expected - set(tensors))[:3]}, "
+            f"unexpected {sorted(set(tensors) - expected)[:3]}. Was it saved with other options?"
+        )
+    model.load_state_dict(tensors, strict=False)
+
+
+# ---------------------------------------------------------------------------------------- optimizer
+def optimizer_to_files(optimizer):
+    """(tensors, json) of ``optimizer.state_dict()``: per-parameter tensors flattened, the rest as JSON."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_files(tensors, meta):
+    state = {}
+    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
+        index, key = flat.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ---------------------------------------------------------------------------------------- RNG
+def rng_to_files():
+    """This process's random states: torch (CPU and every CUDA device), numpy and Python."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, internal, gauss_next = random.getstate()
+    meta = {"numpy": [kind, int(pos), int(has_gauss), float(gauss)], "python": [version, list(internal), gauss_next]}
+    return tensors, meta
+
+
+def restore_rng(tensors, meta):
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, gauss = meta["numpy"]
+    np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = meta["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+# ---------------------------------------------------------------------------------------- resume folders
+def resume_dir_of(model_folder):
+    return Path(f"{model_folder}.resume")
+
+
+def latest_state(resume_dir):
+    """The newest complete state folder of ``resume_dir`` (named in ``LATEST``)."""
+    resume_dir = Path(resume_dir)
+    pointer = resume_dir / "LATEST"
+    if not pointer.is_file():
+        raise CheckpointError(
+            f"'{resume_dir}' holds no complete resume state (no LATEST file): the run was killed before its "
+            "first checkpoint. Start it again without --resume."
+        )
+    state = resume_dir / pointer.read_text().strip()
+    if not (state / "state.json").is_file():
+        raise CheckpointError(f"resume state '{state}' named in '{pointer}' is missing or incomplete; delete '{resume_dir}'.")
+    return state
+
+
+def read_state(state_dir):
+    path = Path(state_dir) / "state.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"'{path}' could not be read ({err}): delete its resume folder and start again.") from err
+
+
+def config_differences(saved, current):
+    """Options (other than RESUME_FREE_OPTIONS) whose values differ between two plain configs."""
+    keys = (set(saved) | set(current)) - RESUME_FREE_OPTIONS
+    return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
+
+
+def write_pointer(resume_dir, name):
+    pointer = Path(resume_dir) / "LATEST"
+    tmp = pointer.with_name(f".LATEST.tmp-{os.getpid()}")
+    tmp.write_text(name)
+    os.replace(tmp, pointer)
+
+
+def find_resume_run(config, model_name):
+    """The model folder (without ``.resume``) of the run to resume, from ``config['resume']``.
+
+    ``resume: latest`` (the ``--resume`` flag): the newest resume folder of this model in
+    ``checkpoint_dir`` whose resolved config matches this run's; ``resume: <path>``: that run (its model
+    folder, its ``.resume`` folder or one of its state folders)."""
+    wanted = config["resume"]
+    if wanted in (True, "latest", "True", "true"):
+        root = Path(config["checkpoint_dir"])
+        candidates = sorted(
+            (p for p in root.glob(f"{model_name}-*.resume") if (p / "LATEST").is_file()),
+            key=lambda p: (p / "LATEST").stat().st_mtime, reverse=True,
+        )
+        current = plain_config(config)
+        rejected = []
+        for resume_dir in candidates:
+            saved = read_state(latest_state(resume_dir))["config"]
+            diff = config_differences(saved, current)
+            if not diff:
+                return _strip_stage(str(resume_dir)[: -len(".resume")])
+            rejected.append((resume_dir, diff))
+        if rejected:
+            where, diff = rejected[0]
+            shown = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in list(diff.items())[:4])
+            raise CheckpointError(
+                f"--resume: the newest {model_name} run in '{root}' ({where}) was started with other options ({shown}). "
+                "Resume with the same options, or name the run with --resume=PATH after fixing them."
+            )
+        raise CheckpointError(
+            f"--resume: no resumable {model_name} run in checkpoint_dir '{root}'. Start without --resume."
+        )
+    path = Path(str(wanted))
+    if path.name.startswith("state-"):
+        path = path.parent
+    if path.name.endswith(".resume"):
+        path = path.with_name(path.name[: -len(".resume")])
+    if not resume_dir_of(path).is_dir():
+        raise CheckpointError(f"resume: '{wanted}' is not a run with a resume folder ('{resume_dir_of(path)}' is missing).")
+    return _strip_stage(str(path))
+
+
+def _strip_stage(base):
+    """CoLLM's runs are ``<base>-step1`` / ``-step2``: the base names the whole run."""
+    for suffix in ("-step1", "-step2"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
