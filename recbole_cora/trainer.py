@@ -204,12 +204,15 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         )
 
     def _train_rows(self, train_data, epoch_idx):
-        n = len(train_data._dataset)
+        """The rows of this epoch: the model's fixed subset if it has one (RecLoRA's Few2Many) or all rows,
+        of which ``train_rows_per_epoch`` are drawn anew each epoch."""
+        subset = getattr(self.model, "train_row_subset", None)
+        rows = list(subset) if subset is not None else list(range(len(train_data._dataset)))
         sample = self.config["train_rows_per_epoch"]
-        if sample and sample < n:
+        if sample and sample < len(rows):
             generator = torch.Generator().manual_seed(int(self.config["seed"]) * 1000 + epoch_idx)
-            return torch.randperm(n, generator=generator)[: int(sample)].tolist()
-        return list(range(n))
+            return [rows[i] for i in torch.randperm(len(rows), generator=generator)[: int(sample)].tolist()]
+        return rows
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         rows = self._train_rows(train_data, epoch_idx)

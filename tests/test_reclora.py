@@ -234,7 +234,6 @@ def test_din_stage_is_reused_and_refused_for_another_split_or_an_untrusted_file(
         os.replace(outside, checkpoint)
 
 
-@pytest.mark.xfail(strict=True, reason="LLMTrainer._train_rows does not read model.train_row_subset yet (trainer.py)")
 def test_the_trainer_trains_the_llm_on_the_few2many_rows_only(tiny_llm, stage_root):
     from recbole_cora.utils import get_trainer
 
