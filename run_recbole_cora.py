@@ -35,6 +35,7 @@ def main(argv=None):
         return compare(args, overrides)
 
     from recbole_cora import run_recbole_cora
+    from recbole_cora.compat import CorruptCheckpointError, UntrustedCheckpointError
 
     config_dict = {}
     if not (args.config_files or args.model or args.dataset):
@@ -49,7 +50,7 @@ def main(argv=None):
         config_dict["resume"] = args.resume
     try:
         result = run_recbole_cora(config_file_list=args.config_files, config_dict=config_dict, cmd_args=overrides)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, KeyError, UntrustedCheckpointError, CorruptCheckpointError) as err:
         if "--debug" in sys.argv or os.environ.get("RECBOLE_CORA_DEBUG"):
             raise
         # Our own errors say what to change; a traceback from deep inside would hide it.

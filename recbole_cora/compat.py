@@ -19,6 +19,10 @@ class UntrustedCheckpointError(RuntimeError):
     """Raised when asked to unpickle a file this run did not write."""
 
 
+class CorruptCheckpointError(RuntimeError):
+    """Raised when a RecBole checkpoint is truncated or not a checkpoint at all."""
+
+
 def load_recbole_checkpoint(path, map_location="cpu", trusted_dirs=()):
     """Load a checkpoint written by RecBole's ``Trainer._save_checkpoint``.
 
@@ -40,7 +44,7 @@ def load_recbole_checkpoint(path, map_location="cpu", trusted_dirs=()):
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # truncated file, not a checkpoint at all, ...
-        raise RuntimeError(
+        raise CorruptCheckpointError(
             f"checkpoint '{path}' could not be read ({type(err).__name__}: {err}). It is truncated "
             "or not a RecBole checkpoint; delete it and train again."
         ) from err

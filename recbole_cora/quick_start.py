@@ -40,10 +40,12 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     results = {}
     model_class = get_model(config["model"])
     if getattr(model_class, "uses_cf_encoder", False):
-        from recbole_cora.model.collaborative import run_cf_stage
+        from recbole_cora.model.collaborative import FrozenCFEncoder, run_cf_stage
 
         with state.main_process_first():  # the main process trains it; the others then find it
             config["cf_stage_dir"] = str(run_cf_stage(config, dataset))
+        # a reused stage is read now, so that a broken one is named before the (slow) LLM is loaded
+        FrozenCFEncoder.from_stage(config["cf_stage_dir"], dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
@@ -53,6 +55,13 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     resume_run = None
     if config["resume"]:
         from recbole_cora.checkpoint import find_resume_run
+        from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+
+        if not issubclass(model_class, LLMRecommender):
+            raise ValueError(
+                f"--resume continues LLM recommenders (CoRA, TALLRec, CoLLM, ...); {config['model']} is a RecBole "
+                "model: run it again without --resume."
+            )
 
         resume_run = find_resume_run(config, config["model"])
         logger.info(set_color("resume", "yellow") + f": {resume_run}")

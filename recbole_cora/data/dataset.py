@@ -79,12 +79,30 @@ class LabeledDataset(Dataset):
                 f"atomic file '{inter_file}' is missing: a dataset needs at least '{token}.inter' "
                 "in its folder (see docs/datasets.md)."
             )
+        for suffix in ("inter", "item", "user"):
+            self._check_header(os.path.join(dataset_path, f"{token}.{suffix}"))
         super()._load_data(token, dataset_path)
+        self.row_counts = [("in the file", len(self.inter_feat))]
         if self.history_tie_order == "item_first_seen":
             first = self.inter_feat[self.iid_field].drop_duplicates(keep="first")
             self._item_first_row = dict(zip(first.values, first.index))  # position in the file
         if self.text_fields:
             self._raw_item_text = self._read_raw_item_text(token, dataset_path)
+
+    def _check_header(self, path):
+        """Every column of an atomic file's header is ``name:type`` (RecBole would fail on an unpacking error)."""
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding=self.config["encoding"] or "utf-8") as f:
+            header = f.readline().rstrip("\r\n").split(self.config["field_separator"])
+        types = {t.value for t in FeatureType}
+        bad = [column for column in header if column.count(":") != 1 or column.split(":")[1] not in types]
+        if bad:
+            raise ValueError(
+                f"the header of '{path}' has column(s) {bad} without a valid type: every column is written "
+                f"name:type with type one of {sorted(types)}, e.g. user_id:token, rating:float (RecBole's "
+                "atomic files; see docs/datasets.md)."
+            )
 
     def _read_raw_item_text(self, token, dataset_path):
         """The text fields exactly as written in the .item file (RecBole splits token_seq on spaces)."""
@@ -113,6 +131,20 @@ class LabeledDataset(Dataset):
 
     # ------------------------------------------------------------------ processing
     def _filter_by_inter_num(self):
+        self._inter_num_filter()
+        intervals = [self.config[k] for k in ("user_inter_num_interval", "item_inter_num_interval") if self.config[k]]
+        if intervals and intervals != ["[0,inf)", "[0,inf)"]:
+            self.row_counts.append(
+                (f"after user/item_inter_num_interval {self.config['user_inter_num_interval']} / "
+                 f"{self.config['item_inter_num_interval']}", len(self.inter_feat))
+            )
+        if len(self.inter_feat) == 0:
+            raise ValueError(f"dataset '{self.dataset_name}': no interaction is left ({self._row_count_story()}).")
+
+    def _row_count_story(self):
+        return "; ".join(f"{n:,} {where}" for where, n in self.row_counts)
+
+    def _inter_num_filter(self):
         """RecBole repeats count filtering until it converges; CoLLM's Amazon-Book applies it once."""
         passes = self.config["inter_num_filter_passes"]
         if passes is None:
@@ -135,6 +167,8 @@ class LabeledDataset(Dataset):
     def _filter_by_field_value(self):
         """RecBole's ``val_interval``, plus ``time_window: [start, end)`` given as dates or timestamps."""
         super()._filter_by_field_value()
+        if self.config["val_interval"]:
+            self.row_counts.append((f"after val_interval {self.config['val_interval']}", len(self.inter_feat)))
         window = self.config["time_window"]
         if not window:
             return
@@ -147,6 +181,7 @@ class LabeledDataset(Dataset):
         outside = (times < start) | (times >= end)
         self.inter_feat.drop(self.inter_feat.index[outside], inplace=True)
         self.logger.info(f"time_window {window}: {int(outside.sum())} interactions outside it dropped")
+        self.row_counts.append((f"after time_window {window}", len(self.inter_feat)))
 
     def _set_label_by_threshold(self):
         threshold = self.config["threshold"]
@@ -289,8 +324,9 @@ class LabeledDataset(Dataset):
         for name, part in zip(("train", "valid", "test"), datasets):
             if len(part) == 0:
                 raise ValueError(
-                    f"the {name} split is empty. Check `eval_args.split` {split} against the data's time "
-                    "range and the filters (`time_window`, `val_interval`, `user_inter_num_interval`, ...)."
+                    f"the {name} split is empty: `eval_args.split` {split} leaves it no row of "
+                    f"{len(self.inter_feat):,} ({self._row_count_story()}). Check the split against the data's "
+                    "time range and the filters named here."
                 )
         return datasets
 

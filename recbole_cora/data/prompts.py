@@ -14,7 +14,7 @@ class PromptBuilder:
     """``slots`` names extra template slots (e.g. CoLLM's ``user_emb``, ``item_emb``) that are filled
     with one placeholder token each, whose input embedding a model replaces."""
 
-    def __init__(self, config, dataset, tokenizer, option="prompt_template", slots=()):
+    def __init__(self, config, dataset, tokenizer, option="prompt_template", slots=(), context_length=None):
         self.template = config[option]
         self.slots = tuple(slots)
         if not self.template or "{target}" not in self.template:
@@ -41,6 +41,13 @@ class PromptBuilder:
         self.separator = config["prompt_history_separator"] if config["prompt_history_separator"] is not None else ", "
         self.empty_history = config["prompt_empty_history"] or "none"
         self.max_tokens = int(config["max_prompt_tokens"] or 1024)
+        self.logger = getLogger()
+        if context_length and context_length < self.max_tokens:  # the LLM could not read longer prompts
+            self.logger.info(
+                f"max_prompt_tokens={self.max_tokens} is over the LLM's context of {context_length} tokens: "
+                f"prompts are cut to {context_length}"
+            )
+            self.max_tokens = int(context_length)
         self.tokenizer = tokenizer
         self.iid_field = dataset.iid_field
         self.history_field = dataset.history_field
@@ -48,7 +55,6 @@ class PromptBuilder:
         self.pad_id = tokenizer.pad_token_id
         self._cache = {}
         self.truncated = 0
-        self.logger = getLogger()
 
     @property
     def prompt_end(self):
@@ -73,7 +79,8 @@ class PromptBuilder:
             if not history:
                 raise ValueError(
                     f"the prompt for item {target} has {len(ids)} tokens without any history, over "
-                    f"max_prompt_tokens={self.max_tokens}: raise max_prompt_tokens or shorten prompt_template."
+                    f"max_prompt_tokens={self.max_tokens} (or the LLM's context): raise max_prompt_tokens, shorten "
+                    "prompt_template or the item text, or use an LLM with a longer context."
                 )
             history, dropped = history[1:], True  # the oldest title goes first
 

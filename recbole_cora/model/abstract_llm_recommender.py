@@ -35,9 +35,14 @@ class LLMRecommender(AbstractRecommender):
         if dataset.history_len <= 0:
             raise ValueError(f"{type(self).__name__} shows the user's history: set `history_len` > 0.")
         self.llm, self.tokenizer = load_llm(config)
-        self.prompts = PromptBuilder(config, dataset, self.tokenizer)
+        self.prompts = PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
         self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
         self.loss = nn.BCEWithLogitsLoss()
+
+    @property
+    def context_length(self):
+        """The LLM's context in tokens (``max_position_embeddings``), if its config says."""
+        return getattr(self.llm.config, "max_position_embeddings", None)
 
     @property
     def d_model(self):

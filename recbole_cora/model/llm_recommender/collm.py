@@ -32,7 +32,9 @@ class CoLLM(LLMRecommender):
         super().__init__(config, dataset)  # self.prompts: the text-only prompt of step 1
         self.cf_encoder = FrozenCFEncoder.from_stage(config["cf_stage_dir"], dataset)
         self.llm = inject_lora(self.llm, config)
-        self.cf_prompts = PromptBuilder(config, dataset, self.tokenizer, option="collm_prompt_template", slots=SLOTS)
+        self.cf_prompts = PromptBuilder(
+            config, dataset, self.tokenizer, option="collm_prompt_template", slots=SLOTS, context_length=self.context_length
+        )
         self.cf_scorer = AnswerScorer(self.llm, self.tokenizer, config, self.cf_prompts.prompt_end)
         hidden = config["mapping_hidden_size"] or self.d_model
         self.mapping = nn.Sequential(
