@@ -167,6 +167,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self.scheduler = None
         self._pending_scheduler = self._resume_position = self._resume_rng = None
         self._resumed = self._resumed_finished = False
+        self._fingerprint = self._resumed_fingerprint = None
         self.wrapped = self.accelerator.prepare(model) if not config["device_map"] else model
         self.optimizer = self.accelerator.prepare(self.optimizer)
         # a folder (trainable.safetensors + config.json), named by the main process for all of them
@@ -269,6 +270,13 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's fit, with a resume state saved after every epoch's validation and at the end."""
+        self._fingerprint = getattr(train_data._dataset, "fingerprint", None)
+        if self._resumed and self._resumed_fingerprint != self._fingerprint:
+            raise ckpt.CheckpointError(
+                f"the resume state of '{self.saved_model_file}' was made on another split of the data (fingerprint "
+                f"{self._resumed_fingerprint}, this run's is {self._fingerprint}): the data files changed. Restore "
+                "them, or start a new run without --resume."
+            )
         if self._resumed_finished or (self._resumed and self.start_epoch >= self.epochs):
             # this run (or this step of it) had finished training before it was stopped: RecBole's fit would
             # now overwrite the best model with the last weights
@@ -392,6 +400,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "optimizer": opt_meta, "processes": self.accelerator.num_processes,
                 "model_file": str(self.saved_model_file), "config": ckpt.plain_config(self.config),
+                "split_fingerprint": self._fingerprint,
             }
             (tmp / "state.json").write_text(json.dumps(state, indent=1, default=str))
             ckpt.publish_dir(tmp, folder)
@@ -442,6 +451,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self.start_epoch = state["epoch"]
         self._pending_scheduler = state["scheduler"]
         self._resumed, self._resumed_finished = True, state["finished"]
+        self._resumed_fingerprint = state.get("split_fingerprint")
         if state["batches"]:  # mid-epoch: the RNG is restored once that epoch's loader exists
             self._resume_position = (state["epoch"], state["batches"], state["total_loss"])
             self._resume_rng = rng

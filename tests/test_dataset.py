@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recbole_cora.config import Config
 from recbole_cora.utils import create_dataset
@@ -114,6 +116,31 @@ def test_histories_never_leak_the_future_with_heavy_time_ties(tmp_path):
         for part in parts:  # no history item is the target itself
             feat = part.inter_feat
             assert not torch.any(feat["history_item_id"] == feat["item_id"].unsqueeze(1))
+
+
+interactions = st.lists(
+    st.tuples(st.integers(1, 5), st.integers(1, 8), st.integers(1, 5), st.integers(0, 4)),  # few times: many ties
+    min_size=10, max_size=40, unique_by=lambda r: (r[0], r[1]),
+)
+
+
+@given(rows=interactions, tie_order=st.sampled_from(["file", "exclude", "item_first_seen"]))
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_histories_hold_only_earlier_positives_in_time_order_property(tmp_path, rows, tie_order):
+    """For any data: a row's history is the user's last positives before it (ties as configured), in
+    time order, never the row itself or anything later; every row is kept."""
+    name = f"prop{abs(hash((tuple(rows), tie_order))) % 10**9}"
+    path = write_atomic(tmp_path, name, rows)
+    data, parts = build(dataset=name, data_path=path, history_len=3, threshold={"rating": 4}, text_fields=[],
+                        history_tie_order=tie_order, user_inter_num_interval="[0,inf)", item_inter_num_interval="[0,inf)",
+                        eval_args={"split": {"RS": [0.6, 0.2, 0.2]}, "order": "TO", "group_by": None, "mode": "labeled"})
+    frame = raw_frame(data)
+    if tie_order == "item_first_seen":  # same-time rows ordered by where each item first appears in the file
+        first = frame.drop_duplicates("item_id")[["item_id", "position"]].rename(columns={"position": "first"})
+        frame = frame.merge(first, on="item_id").assign(position=lambda f: f["first"]).drop(columns="first")
+        tie_order = "file"
+    reference = reference_histories(frame, 3, lambda r: r.rating >= 4, tie_order)
+    assert check_histories(data, parts, 3, None, reference=reference) == len(rows)
 
 
 def test_warm_flags_agree_with_the_train_split():

@@ -161,3 +161,18 @@ def test_optimizer_and_rng_round_trip_without_pickle():
     ckpt.restore_rng(rng_tensors, rng_meta)
     second = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], second[0]) and (first[1] == second[1]).all() and first[2] == second[2]
+
+
+def test_resume_refuses_a_state_made_on_other_data(tmp_path, tiny_llm):
+    from recbole_cora import run_recbole_cora
+
+    options = {**SMALL_CORA, "llm_path": tiny_llm, "train_rows_per_epoch": 32, "eval_rows": 32}
+    run_recbole_cora("CoRA", "ml-100k", config_dict=options)
+    (resume_dir,) = Path("saved").glob("CoRA-*.resume")
+    state_file = ckpt.latest_state(resume_dir) / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["split_fingerprint"] and state["finished"]
+    state["split_fingerprint"] = "0123456789ab"  # as if the .inter file had changed since
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ckpt.CheckpointError, match="another split of the data .*0123456789ab"):
+        run_recbole_cora("CoRA", "ml-100k", config_dict={**options, "resume": "latest"})
