@@ -191,6 +191,30 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         warmup = int(round(float(self.config["warmup_ratio"] or 0.0) * total))
         return get_cosine_schedule_with_warmup(self.optimizer, warmup, total)
 
+    def _prompt_lengths(self, data, rows):
+        """Token counts of the rows' prompts (tokenized once, then cached), or None for a model without prompts."""
+        prompts = getattr(self.model, "prompts", None)
+        if prompts is None or not rows:
+            return None
+        feat, index = data._dataset.inter_feat, torch.as_tensor(rows)
+        histories = feat[prompts.history_field][index].tolist() if prompts.history_field in feat else [[]] * len(rows)
+        return prompts.lengths(histories, feat[prompts.iid_field][index].tolist())
+
+    def _bucketed(self, data, rows, batch_size, epoch):
+        """``rows`` reordered so that each batch holds prompts of similar length (less padding): chunks of 50
+        batches of the shuffled rows are sorted by length and cut into batches, whose order is shuffled."""
+        lengths = self._prompt_lengths(data, rows)
+        generator = torch.Generator().manual_seed(int(self.config["seed"]) * 7919 + epoch)
+        order = torch.randperm(len(rows), generator=generator).tolist()
+        chunk = 50 * batch_size
+        batches = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start: start + chunk], key=lambda k: lengths[k])
+            batches += [part[b: b + batch_size] for b in range(0, len(part), batch_size)]
+        batches = [batch for batch in batches if len(batch) == batch_size]  # as drop_last
+        shuffled = [batches[k] for k in torch.randperm(len(batches), generator=generator).tolist()]
+        return [rows[k] for batch in shuffled for k in batch]
+
     def _row_loader(self, data, rows, batch_size, shuffle, epoch=0):
         from torch.utils.data import DataLoader, RandomSampler
 
@@ -217,8 +241,12 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         rows = self._train_rows(train_data, epoch_idx)
+        batch_size = self.config["train_batch_size"]
+        bucketing = self.config["length_bucketing"] == "train_and_eval" and hasattr(self.model, "prompts")
+        if bucketing:  # the order is the sampling: the loader keeps it
+            rows = self._bucketed(train_data, rows, batch_size, epoch_idx)
         loader = self.accelerator.prepare(
-            self._row_loader(train_data, rows, self.config["train_batch_size"], shuffle=True, epoch=epoch_idx)
+            self._row_loader(train_data, rows, batch_size, shuffle=not bucketing, epoch=epoch_idx)
         )
         n_batches = len(loader)
         if self.scheduler is None:
@@ -252,6 +280,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 loss = self.wrapped(interaction, return_loss=True)
                 self._check_nan(loss)
                 self.accelerator.backward(loss)
+                if hasattr(self.model, "release_adaptation"):
+                    self.model.release_adaptation()  # kept open for gradient checkpointing's recomputation
                 if self.clip_grad_norm and self.accelerator.sync_gradients:
                     self.accelerator.clip_grad_norm_(self._trainable(), **self.clip_grad_norm)
                 self.optimizer.step()
@@ -266,6 +296,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 self.save_resume_state(epoch_idx, batches, total)
         if n_batches:
             self.save_resume_state(epoch_idx, batches, total)  # the epoch's training is done; validation is next
+        self._save_prompt_caches()
         return total / max(batches, 1)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -307,7 +338,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         struct = self.score_rows(self.model, eval_data, show_progress)
         return evaluate_groups(self.evaluator, struct)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def score_rows(self, model, eval_data, show_progress=False):
         """``model.predict`` on this trainer's evaluation rows of ``eval_data``, split between processes
         (no padded duplicates) and gathered once, as a RecBole DataStruct (score, label, uid, warm)."""
@@ -315,6 +346,10 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         label_field, uid_field, warm_field = (self.config[k] for k in ("LABEL_FIELD", "USER_ID_FIELD", "WARM_FIELD"))
         fields = {"row": [], "score": [], "label": [], "uid": [], "warm": []}
         with self.accelerator.split_between_processes(rows) as mine:
+            if self.config["length_bucketing"] in ("eval", "train_and_eval") and model is self.model:
+                lengths = self._prompt_lengths(eval_data, mine)  # longest first: batches of like lengths
+                if lengths is not None:
+                    mine = [row for _, row in sorted(zip(lengths, mine), key=lambda pair: -pair[0])]
             loader = self._row_loader(eval_data, mine, self.config["eval_batch_size"], shuffle=False)
             position = 0
             for interaction in tqdm(loader, total=len(loader), ncols=100, desc=set_color("Evaluate   ", "pink"),
@@ -328,6 +363,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 fields["warm"].append(
                     interaction[warm_field].float().cpu() if warm_field in interaction else torch.ones(len(scores))
                 )
+        self._save_prompt_caches()
         local = {k: torch.cat(v) if v else torch.zeros(0) for k, v in fields.items()}
         gathered = self._gather_rows(local)
         struct = DataStruct()
@@ -337,10 +373,15 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         struct.set("data.warm", gathered["warm"])
         return struct
 
+    def _save_prompt_caches(self):
+        if self.accelerator.is_main_process and hasattr(self.model, "save_prompt_caches"):
+            self.model.save_prompt_caches()
+
     def _gather_rows(self, local):
         """Every process's rows exactly once, in row order (padding added for the gather is dropped)."""
         if self.accelerator.num_processes == 1:
-            return local
+            order = torch.argsort(local["row"])  # rows may have been scored longest prompt first
+            return {key: values[order] for key, values in local.items()}
         n = torch.tensor([len(local["row"])], device=self.accelerator.device)
         longest = int(self.accelerator.gather(n).max())
         out = {}

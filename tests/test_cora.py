@@ -166,3 +166,73 @@ def test_bfloat16_llm_with_device_map_trains(tiny_llm):
     trainer = get_trainer(config["MODEL_TYPE"], "CoRA", config)(config, model)  # the model is not moved
     _, result = trainer.fit(train, valid)
     assert result["rows"] == 64 and 0 <= result["auc"] <= 1
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_and_recomputes_with_the_adaptation(tiny_llm):
+    grads = {}
+    for checkpointing in (False, True):
+        config, model, (train, _, _) = build(tiny_llm, gradient_checkpointing=checkpointing, lora_dropout=0.0, query_dropout=0.0)
+        with torch.no_grad():  # P != 0, so that the per-sample delta matters in the recomputed forward
+            for P in model.lora.P.values():
+                P.normal_(0, 0.05)
+        model.train()
+        calls = []
+        q_proj = model.llm.model.layers[0].self_attn.q_proj  # where the per-sample delta is added
+        handle = q_proj.register_forward_hook(lambda *args: calls.append(1))
+        model.calculate_loss(first_batch(train)).backward()
+        model.release_adaptation()
+        handle.remove()
+        assert len(calls) == (2 if checkpointing else 1)  # the backward ran the layer's forward again
+        assert model.lora._batch is None  # released after backward
+        grads[checkpointing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert grads[False].keys() == grads[True].keys()
+    for name in grads[False]:
+        assert torch.allclose(grads[False][name], grads[True][name], atol=1e-6, rtol=1e-4), name
+
+
+def test_tokenized_prompts_are_cached_on_disk_per_tokenizer_and_template(tiny_llm, caplog):
+    config, model, (train, _, _) = build(tiny_llm)
+    batch = first_batch(train, 32)
+    ids, _ = model.prompts.batch(batch)
+    model.save_prompt_caches()
+    cache = model.prompts.cache_file
+    assert cache.is_file() and cache.parent.name == "token_cache"
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        _, again, _ = build(tiny_llm)
+    assert "token cache: " in caplog.text and len(again.prompts._cache) >= 32
+    again.prompts.tokenizer = None  # nothing may be tokenized now: every prompt comes from the file
+    assert torch.equal(again.prompts.batch(batch)[0], ids)
+    _, other, _ = build(tiny_llm, prompt_history_separator="; ")
+    assert other.prompts.cache_file != cache and len(other.prompts._cache) == 0
+    cache.write_bytes(b"broken")
+    with caplog.at_level(logging.WARNING):
+        _, fresh, _ = build(tiny_llm)
+    assert "could not be read" in caplog.text and torch.equal(fresh.prompts.batch(batch)[0], ids)
+
+
+def test_length_bucketing_scores_the_same_and_pads_less(tiny_llm):
+    config, model, (train, valid, _) = build(tiny_llm, eval_rows=96)
+    trainer = get_trainer(config["MODEL_TYPE"], "CoRA", config)(config, model)
+    model.eval()
+    structs = {}
+    for mode in ("none", "eval"):
+        config["length_bucketing"] = mode
+        structs[mode] = trainer.score_rows(model, valid)
+    for key in ("data.uid", "data.label", "data.warm"):
+        assert torch.equal(structs["none"].get(key), structs["eval"].get(key))
+    assert torch.allclose(structs["none"].get("rec.score"), structs["eval"].get("rec.score"), atol=1e-5)
+
+    rows = list(range(len(train._dataset)))[:640]
+    bucketed = trainer._bucketed(train, rows, 16, epoch=0)
+    assert len(bucketed) == 640 and sorted(bucketed) == rows  # a permutation (640 = 40 full batches)
+    assert bucketed != trainer._bucketed(train, rows, 16, epoch=1)  # reshuffled each epoch
+    lengths = dict(zip(rows, trainer._prompt_lengths(train, rows)))
+
+    def padding(order):
+        batches = [order[k: k + 16] for k in range(0, len(order), 16)]
+        return sum(max(lengths[r] for r in b) * len(b) - sum(lengths[r] for r in b) for b in batches)
+
+    shuffled = torch.randperm(640, generator=torch.Generator().manual_seed(0)).tolist()
+    assert padding(bucketed) < 0.5 * padding(shuffled)

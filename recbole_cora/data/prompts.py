@@ -1,11 +1,18 @@
 """Text prompts (TALLRec style, no ID tokens) built from a LabeledDataset's histories and item text.
 
-Each distinct prompt is tokenized once per run and cached (as a whole string, so the token ids are
-exactly what the tokenizer gives for the full text). A prompt longer than ``max_prompt_tokens`` drops
-its oldest history titles first; the target item and the question are never cut.
+Each distinct prompt is tokenized once and cached (as a whole string, so the token ids are exactly
+what the tokenizer gives for the full text): in memory for the run, and on disk in ``token_cache_dir``
+(one safetensors file per dataset, keyed by the tokenizer, the template and every item's text), so a
+second run, a resumed run or another model with the same prompts tokenizes nothing. A prompt longer
+than ``max_prompt_tokens`` drops its oldest history titles first; the target item and the question are
+never cut.
 """
 
+import hashlib
+import json
+import os
 from logging import getLogger
+from pathlib import Path
 
 import torch
 
@@ -55,6 +62,63 @@ class PromptBuilder:
         self.pad_id = tokenizer.pad_token_id
         self._cache = {}
         self.truncated = 0
+        self.cache_file = None
+        if config["token_cache_dir"]:
+            key = self._cache_key(option)
+            self.cache_file = Path(config["token_cache_dir"]) / f"{dataset.dataset_name}-{key}.safetensors"
+            self._load_cache()
+        self._saved = len(self._cache)
+
+    # ------------------------------------------------------------------ the token cache on disk
+    def _cache_key(self, option):
+        tokenizer = self.tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+        blob = json.dumps([
+            option, self.template, self.slots, self.placeholder, self.item_format, self.separator, self.empty_history,
+            self.max_tokens, type(tokenizer).__name__, hashlib.sha256(vocabulary.encode()).hexdigest(), self.titles,
+        ])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _load_cache(self):
+        if not self.cache_file.is_file():
+            return
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(self.cache_file))
+        except Exception as err:  # a broken cache costs only time: tokenize again
+            self.logger.warning(f"token cache '{self.cache_file}' could not be read ({err}); tokenizing again")
+            return
+        keys, offsets, ids = tensors["keys"].tolist(), tensors["offsets"].tolist(), tensors["ids"].tolist()
+        for k, key in enumerate(keys):
+            self._cache[tuple(i for i in key if i >= 0)] = ids[offsets[k]: offsets[k + 1]]
+        self.logger.info(f"token cache: {len(keys):,} prompts from {self.cache_file}")
+
+    def save_cache(self):
+        """Write the prompts tokenized so far (if there are new ones) to the cache file, atomically."""
+        if self.cache_file is None or len(self._cache) == self._saved:
+            return
+        from safetensors.torch import save_file
+
+        items = list(self._cache.items())
+        width = max(len(key) for key, _ in items)
+        keys = torch.full((len(items), width), -1, dtype=torch.int32)
+        lengths = torch.tensor([len(ids) for _, ids in items], dtype=torch.int64)
+        for k, (key, _) in enumerate(items):
+            keys[k, : len(key)] = torch.tensor(key, dtype=torch.int32)
+        offsets = torch.zeros(len(items) + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(lengths, 0)
+        ids = torch.tensor([i for _, row in items for i in row], dtype=torch.int32)
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_file.with_name(f".{self.cache_file.name}.tmp-{os.getpid()}")
+        save_file({"keys": keys, "offsets": offsets, "ids": ids}, str(tmp))
+        os.replace(tmp, self.cache_file)
+        self._saved = len(items)
+
+    def lengths(self, histories, targets):
+        """Token counts of the rows' prompts (tokenizing the ones not cached yet)."""
+        return [len(ids) for ids in self.token_ids(histories, targets)]
 
     @property
     def prompt_end(self):

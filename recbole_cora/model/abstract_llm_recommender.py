@@ -35,6 +35,9 @@ class LLMRecommender(AbstractRecommender):
         if dataset.history_len <= 0:
             raise ValueError(f"{type(self).__name__} shows the user's history: set `history_len` > 0.")
         self.llm, self.tokenizer = load_llm(config)
+        self.gradient_checkpointing = bool(config["gradient_checkpointing"])
+        if self.gradient_checkpointing:  # recompute the frozen LLM's activations in backward
+            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.prompts = PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
         self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
         self.loss = nn.BCEWithLogitsLoss()
@@ -52,10 +55,27 @@ class LLMRecommender(AbstractRecommender):
         """A context manager in which the LLM is adapted to this batch (none for the plain LLM)."""
         return contextlib.nullcontext()
 
+    def adapted(self, interaction):
+        """``adapt(interaction)`` for one forward. Under gradient checkpointing in training, the backward pass
+        runs the LLM's forward again, which must see the same adaptation: the context then stays open until
+        ``release_adaptation()`` (the trainer calls it after backward; the next forward closes it too)."""
+        self.release_adaptation()
+        context = self.adapt(interaction)
+        if self.training and torch.is_grad_enabled() and getattr(self, "gradient_checkpointing", False):
+            context.__enter__()
+            self._open_adaptation = context
+            return contextlib.nullcontext()
+        return context
+
+    def release_adaptation(self):
+        context, self._open_adaptation = getattr(self, "_open_adaptation", None), None
+        if context is not None:
+            context.__exit__(None, None, None)
+
     def forward(self, interaction, return_loss=False):
         device = self.llm.get_input_embeddings().weight.device
         input_ids, attention_mask = self.prompts.batch(interaction, device)
-        with self.adapt(interaction):
+        with self.adapted(interaction):
             scores = self.scorer(self.llm, input_ids, attention_mask)
         if return_loss:  # the loss goes through forward so that a DDP-wrapped model syncs gradients
             return self.loss(scores, interaction[self.LABEL].to(scores.device).float())
@@ -71,7 +91,21 @@ class LLMRecommender(AbstractRecommender):
         """The frozen LLM stays in eval mode (no dropout) while the trainable parts train."""
         super().train(mode)
         self.llm.eval()
+        if mode and getattr(self, "gradient_checkpointing", False):
+            # transformers checkpoints a decoder layer only while that layer is training: flag the layers
+            # themselves (their attention, MLP and dropout submodules stay in eval mode)
+            from transformers.modeling_layers import GradientCheckpointingLayer
+
+            for module in self.llm.modules():
+                if isinstance(module, GradientCheckpointingLayer):
+                    module.training = True
         return self
+
+    def save_prompt_caches(self):
+        """Write every prompt builder's new tokenized prompts to disk (see ``PromptBuilder.save_cache``)."""
+        for value in vars(self).values():
+            if isinstance(value, PromptBuilder):
+                value.save_cache()
 
     def trainable_state_dict(self):
         """Only what this model learns: the frozen LLM and CF encoder are never saved with it."""
