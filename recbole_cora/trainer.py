@@ -168,8 +168,10 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self._pending_scheduler = self._resume_position = self._resume_rng = None
         self._resumed = self._resumed_finished = False
         self._fingerprint = self._resumed_fingerprint = None
-        self.wrapped = self.accelerator.prepare(model) if not config["device_map"] else model
-        self.optimizer = self.accelerator.prepare(self.optimizer)
+        if config["device_map"]:  # the LLM is already placed (sharded) by transformers: no DDP wrapper
+            self.wrapped, self.optimizer = model, self.accelerator.prepare(self.optimizer)
+        else:  # one prepare call for both, as DeepSpeed (an accelerate config) requires
+            self.wrapped, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         # a folder (trainable.safetensors + config.json), named by the main process for all of them
         self.saved_model_file = broadcast_object_list([os.path.splitext(self.saved_model_file)[0]])[0]
         self.logger.info(

@@ -37,7 +37,10 @@ class LLMRecommender(AbstractRecommender):
         self.llm, self.tokenizer = load_llm(config)
         self.gradient_checkpointing = bool(config["gradient_checkpointing"])
         if self.gradient_checkpointing:  # recompute the frozen LLM's activations in backward
-            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(self.llm, "activation_checkpointing_enable"):  # transformers >= 5 (the old name warns)
+                self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.prompts = PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
         self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
         self.loss = nn.BCEWithLogitsLoss()
