@@ -6,8 +6,8 @@
     python benchmarks/bench_cora.py --json out.json      # also write every figure as JSON
 
 One process, the same fixed batches (training rows of ml-100k, drawn once with the seed) for every
-measurement; the measurements are interleaved batch by batch (so that a noisy machine hurts all of them
-alike), after --warmup rounds; the table shows medians over --steps batches.
+measurement; the measurements are interleaved batch by batch, in an order rotated every round (so that a noisy
+machine hurts all of them alike), after --warmup rounds; the table shows medians over --steps batches.
 
 Rows
   LLM floor          the frozen LLM's decoder on the prompts, only the last real position through the
@@ -160,7 +160,6 @@ def llm_cache_dir(args):
 
 def build(args, device):
     """(config, CoRA model, train loader) built as the pipeline builds them (quick_start.run_recbole_cora)."""
-    import torch
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
@@ -193,7 +192,9 @@ def build(args, device):
     train_data, _, _ = data_preparation(config, dataset)
     config["cf_stage_dir"] = str(run_cf_stage(config, dataset))
     init_seed(config["seed"], config["reproducibility"])
-    patch = mock.patch("recbole_cora.model.abstract_llm_recommender.load_llm", loader) if loader else contextlib.nullcontext()
+    patch = contextlib.nullcontext()
+    if loader is not None:  # load_llm has no way to build a random-weight model from a config
+        patch = mock.patch("recbole_cora.model.abstract_llm_recommender.load_llm", loader)
     with patch:
         model = get_model(model_name)(config, train_data._dataset).to(device)
     return config, model, train_data
@@ -340,7 +341,9 @@ def run(args, device):
     widths = [ids.shape[1] for ids, _ in tensors]
     pad_to = max(widths)  # the naive reference pads every batch to the longest prompt of the whole set
     naive = NaiveCoRA(model, pad_to)
-    naive_optimizer = torch.optim.AdamW(trainable, lr=config["learning_rate"], weight_decay=config["weight_decay"] or 0.0)
+    naive_optimizer = torch.optim.AdamW(
+        trainable, lr=config["learning_rate"], weight_decay=config["weight_decay"] or 0.0
+    )
 
     # ---- the same scores: ours and the naive reference on the first batch, dropout off
     naive.eval()  # (model.eval() too: naive holds the model)
@@ -416,7 +419,8 @@ def run(args, device):
             prompts._cache = cache
 
     measured = {
-        "llm_floor": floor, "cora_forward": cora_forward, "cora_factors": cora_factors, "cora_train_step": cora_train_step,
+        "llm_floor": floor, "cora_forward": cora_forward, "cora_factors": cora_factors,
+        "cora_train_step": cora_train_step,
         "naive_forward": naive_forward, "naive_train_step": naive_train_step,
         "data_loading": data_loading, "data_loading_first_epoch": data_loading_first_epoch,
     }
@@ -427,8 +431,10 @@ def run(args, device):
         for fn in measured.values():
             fn(round_ % args.steps)
         sync(device)
+    names = list(measured)
     for i in range(args.steps):
-        for name, fn in measured.items():
+        for name in names[i % len(names):] + names[:i % len(names)]:  # each takes its turn at going first
+            fn = measured[name]
             sync(device)
             start = time.perf_counter()
             fn(i)
@@ -452,7 +458,8 @@ def run(args, device):
     for name in measured:
         s = median[name]
         rows[name] = {
-            "ms": s * 1e3, "ms_min": min(times[name]) * 1e3, "samples_per_s": args.batch_size / s, "tokens_per_s": mean_tokens / s,
+            "ms": s * 1e3, "ms_min": min(times[name]) * 1e3,
+            "samples_per_s": args.batch_size / s, "tokens_per_s": mean_tokens / s,
             "peak_mib": peaks[name], "peak_delta_mib": deltas[name],
             "ratio_floor": None, "ratio_naive": None,
         }
@@ -481,7 +488,8 @@ def run(args, device):
         "llm_layers": llm.config.num_hidden_layers, "d_model": llm.config.hidden_size,
         "vocab_size": llm.config.vocab_size, "llm_dtype": check["llm_dtype"],
         "trainable_parameters": sum(p.numel() for p in trainable),
-        "lora_rank": config["lora_rank"], "query_generator": {k: config[k] for k in ("num_queries", "query_width", "query_layers", "query_heads")},
+        "lora_rank": config["lora_rank"],
+        "query_generator": {k: config[k] for k in ("num_queries", "query_width", "query_layers", "query_heads")},
         "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
         "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
