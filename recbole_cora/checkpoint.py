@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 # Options that may differ between a run and its resumption: where and how it runs, not what it learns.
 RESUME_FREE_OPTIONS = {
     "resume", "show_progress", "state", "device", "gpu_id", "use_gpu", "local_rank", "world_size", "nproc",
-    "offset", "ip", "port", "checkpoint_dir", "cf_stage_dir", "results_dir", "data_path", "log_wandb",
+    "offset", "ip", "port", "checkpoint_dir", "cf_stage_dir", "reclora_stage_dir", "results_dir", "data_path", "log_wandb",
     "wandb_project", "checkpoint_steps", "single_spec", "eval_batch_size", "device_map",
 }
 

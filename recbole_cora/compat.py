@@ -73,3 +73,13 @@ def keep_anomaly_mode():
         yield
     finally:
         torch.autograd.set_detect_anomaly(enabled)
+
+
+def make_run_dirs(config):
+    """Create RecBole's ``./log/<model>`` and ``checkpoint_dir`` before RecBole does.
+
+    RecBole's ``ensure_dir`` checks ``os.path.exists`` and then calls ``os.makedirs``: two processes
+    started together (torchrun, ``accelerate launch``) race between the two, and the loser dies with
+    ``FileExistsError: './log'``. Created here first with ``exist_ok``, RecBole finds them in place."""
+    for folder in (os.path.join("log", str(config["model"])), config["checkpoint_dir"] or "saved"):
+        os.makedirs(folder, exist_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from recbole.data import data_preparation
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
+from recbole_cora.compat import make_run_dirs
 from recbole_cora.config import Config
 from recbole_cora.evaluator import evaluate_groups
 from recbole_cora.results import markdown_table, save_results
@@ -27,6 +28,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     # One process per device under `accelerate launch` / torchrun; a single process otherwise.
     state = PartialState(cpu=not torch.cuda.is_available())
     init_seed(config["seed"], config["reproducibility"])
+    make_run_dirs(config)  # before init_logger: RecBole's own creation races between processes
     init_logger(config)
     logger = getLogger()
     if not state.is_main_process:
@@ -39,7 +41,10 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
 
     results = {}
     model_class = get_model(config["model"])
-    if getattr(model_class, "uses_cf_encoder", False):
+    if hasattr(model_class, "prepare_stage"):  # a model with its own frozen-encoder stage (RecLoRA: DIN or CF)
+        with state.main_process_first():
+            model_class.prepare_stage(config, dataset)
+    elif getattr(model_class, "uses_cf_encoder", False):
         from recbole_cora.model.collaborative import FrozenCFEncoder, run_cf_stage
 
         with state.main_process_first():  # the main process trains it; the others then find it

@@ -58,3 +58,31 @@ def test_importing_a_recbole_sequential_model_leaves_anomaly_detection_off():
     bare = "import torch, recbole.model.sequential_recommender; print(torch.is_anomaly_enabled())"
     out = subprocess.run([sys.executable, "-c", bare], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["True"]  # what the shim undoes
+
+
+def test_run_dirs_exist_before_recbole_creates_them_so_processes_do_not_race(tmp_path, monkeypatch):
+    """RecBole's ensure_dir is check-then-create: a process whose makedirs comes second in the race dies
+    with FileExistsError. With the folders made first (exist_ok), RecBole never calls makedirs."""
+    import os
+
+    from recbole.utils import logger as recbole_logger
+    from recbole.utils import utils as recbole_utils
+
+    from recbole_cora.compat import make_run_dirs
+    from recbole_cora.config import Config
+
+    config = Config("BPR", "ml-100k", config_dict={"state": "WARNING"})
+    monkeypatch.chdir(tmp_path)
+
+    def loses_the_race(path, *args, **kwargs):  # another process created it between check and create
+        raise FileExistsError(17, "File exists", path)
+
+    monkeypatch.setattr(recbole_utils.os, "makedirs", loses_the_race)
+    with pytest.raises(FileExistsError):
+        recbole_logger.init_logger(config)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    make_run_dirs(config)
+    monkeypatch.setattr(recbole_utils.os, "makedirs", loses_the_race)
+    recbole_logger.init_logger(config)  # finds every folder in place: no makedirs, no race
+    assert os.path.isdir(os.path.join("log", "BPR")) and os.path.isdir(config["checkpoint_dir"])
