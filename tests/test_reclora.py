@@ -112,7 +112,7 @@ def test_the_llm_sees_the_short_history_and_din_the_long_one(tiny_llm, stage_roo
     scores = model(batch)
     assert not torch.allclose(scores[0], scores[1], atol=1e-5)  # different users, different effective weights
     key = model.lora.keys[0]
-    A, B = model.lora.factors(key, mixture[:, 0])
+    A, B = model.lora.mixed(key, mixture[:, 0])
     assert not torch.allclose(A[0] @ B[0], A[1] @ B[1])
 
 

@@ -74,20 +74,33 @@ class PerSampleLoRA(nn.Module):
     def _release(self):
         """Drop what was cached for the batch."""
 
-    def delta(self, key, x):
-        """(alpha / r) (dropout(x) A) B for module ``key`` and input x (batch, seq, d_in)."""
+    def factors(self, key, x):
+        """(dropout(x) A, B) for module ``key`` and input x (batch, seq, d_in): xa (batch, seq, r) and
+        B (r, d_out), shared by the batch, or (batch, r, d_out), one per sample."""
         raise NotImplementedError
 
-    @staticmethod
-    def low_rank(xa, B):
-        """(x A) B as a batched matmul in B's dtype: xa (batch, seq, r), B (r, d_out) or (batch, r, d_out)."""
-        return torch.matmul(xa.to(B.dtype), B)
+    def delta(self, key, x):
+        """(alpha / r) (dropout(x) A) B, in B's dtype (what the hook adds to the module's output)."""
+        xa, B = self.factors(key, x)
+        return torch.matmul(xa.to(B.dtype) * self.scaling, B)
+
+    def add_delta(self, key, x, output):
+        """output + (alpha / r) (x A) B. The scaling goes on the rank-r tensor, and where the dtypes agree
+        the product and the sum are one addmm/baddbmm: no (batch, seq, d_out) temporary besides the result."""
+        xa, B = self.factors(key, x)
+        if B.dtype != output.dtype:  # e.g. a bf16 LLM: the delta in B's dtype (float32), then cast
+            return output + torch.matmul(xa.to(B.dtype) * self.scaling, B).to(output.dtype)
+        xa = xa * self.scaling
+        if B.dim() == 2:
+            flat = torch.addmm(output.reshape(-1, output.shape[-1]), xa.reshape(-1, xa.shape[-1]), B)
+            return flat.view(output.shape)
+        return torch.baddbmm(output.reshape(B.shape[0], -1, output.shape[-1]), xa.reshape(B.shape[0], -1, xa.shape[-1]), B).view(output.shape)
 
     def _hook_for(self, key):
         def hook(module, inputs, output):
             if self._batch is None:
                 return output
-            return output + self.delta(key, inputs[0]).to(output.dtype)
+            return self.add_delta(key, inputs[0], output)
 
         return hook
 
@@ -126,11 +139,11 @@ class DynamicLoRA(PerSampleLoRA):
     def _release(self):
         self._shared = (None, None)
 
-    def delta(self, key, x):
+    def factors(self, key, x):
         if self._shared[0] is not x:
             A = self._batch.to(device=x.device, dtype=x.dtype)
             self._shared = (x, torch.matmul(self.dropout(x), A))  # (batch, seq, r)
-        return self.low_rank(self._shared[1], self.P[key]) * self.scaling
+        return self._shared[1], self.P[key]
 
 
 class MixtureLoRA(PerSampleLoRA):
@@ -160,13 +173,12 @@ class MixtureLoRA(PerSampleLoRA):
             raise ValueError(f"mixture has shape {tuple(mixture.shape)}; expected (batch, {expected[0]}, {expected[1]}).")
         return self._set(dict(zip(self.keys, mixture.unbind(dim=1))))
 
-    def factors(self, key, mixture):
+    def mixed(self, key, mixture):
         """A_{b,m} (batch, d_in, r) and B_{b,m} (batch, r, d_out) of module ``key`` for mixing weights (batch, N)."""
         A = torch.einsum("bn,nir->bir", mixture.to(self.A[key].dtype), self.A[key])
         B = torch.einsum("bn,nro->bro", mixture.to(self.B[key].dtype), self.B[key])
         return A, B
 
-    def delta(self, key, x):
-        A, B = self.factors(key, self._batch[key].to(x.device))
-        xa = torch.matmul(self.dropout(x), A.to(x.dtype))  # (batch, seq, r)
-        return self.low_rank(xa, B) * self.scaling
+    def factors(self, key, x):
+        A, B = self.mixed(key, self._batch[key].to(x.device))
+        return torch.matmul(self.dropout(x), A.to(x.dtype)), B  # (batch, seq, r), (batch, r, d_out)
