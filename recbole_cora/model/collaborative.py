@@ -159,6 +159,20 @@ def run_recbole_stage(stage_config, dataset, key_options, done_file, save, what=
     return stage
 
 
+def token_index(saved_tokens, dataset, field, path):
+    """For each internal id of ``dataset``'s ``field``, the row of the same token in a stage saved with
+    ``saved_tokens``: stages are aligned by token, never by internal id."""
+    position = {token: row for row, token in enumerate(saved_tokens)}
+    tokens = [str(t) for t in dataset.field2id_token[field]]
+    missing = [t for t in tokens if t not in position]
+    if missing:
+        raise CFCheckpointError(
+            f"stage '{path}' has no embedding for {len(missing)} {field} token(s) of this dataset "
+            f"(e.g. {missing[:3]}): it was made for another id mapping. Delete it to retrain."
+        )
+    return torch.from_numpy(np.asarray([position[t] for t in tokens], dtype=np.int64))
+
+
 class FrozenCFEncoder(nn.Module):
     """Frozen user/item embedding tables of a CF stage, aligned by token to ``dataset``'s ids."""
 
@@ -212,16 +226,7 @@ class FrozenCFEncoder(nn.Module):
     @staticmethod
     def _align(table, saved_tokens, dataset, field, path):
         """Rows of ``table`` reordered so that row i belongs to ``dataset``'s internal id i."""
-        position = {token: row for row, token in enumerate(saved_tokens)}
-        tokens = [str(t) for t in dataset.field2id_token[field]]
-        missing = [t for t in tokens if t not in position]
-        if missing:
-            raise CFCheckpointError(
-                f"CF stage '{path}' has no embedding for {len(missing)} {field} token(s) of this dataset "
-                f"(e.g. {missing[:3]}): it was made for another id mapping. Delete it to retrain."
-            )
-        index = torch.from_numpy(np.asarray([position[t] for t in tokens], dtype=np.int64))
-        return table.index_select(0, index)
+        return table.index_select(0, token_index(saved_tokens, dataset, field, path))
 
     def forward(self, user_ids, item_ids):
         return self.user_table[user_ids], self.item_table[item_ids]

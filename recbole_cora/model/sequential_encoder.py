@@ -18,13 +18,12 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from recbole_cora.compat import load_recbole_checkpoint
 from recbole_cora.model.collaborative import (
-    CF_KEY_OPTIONS, CF_SHARED_OPTIONS, CFCheckpointError, run_recbole_stage,
+    CF_KEY_OPTIONS, CF_SHARED_OPTIONS, CFCheckpointError, run_recbole_stage, token_index,
 )
 
 SEQUENTIAL_ENCODERS = ("DIN",)
@@ -77,19 +76,6 @@ def run_sequential_stage(config, dataset=None):
         sequential_stage_config(config), dataset, DIN_KEY_OPTIONS, STAGE_FILE, save,
         what="the train split's labeled rows",
     )
-
-
-def _token_index(saved_tokens, dataset, field, path):
-    """For each internal id of ``dataset``'s ``field``, the stage model's id of the same token."""
-    position = {token: row for row, token in enumerate(saved_tokens)}
-    tokens = [str(t) for t in dataset.field2id_token[field]]
-    missing = [t for t in tokens if t not in position]
-    if missing:
-        raise CFCheckpointError(
-            f"stage '{path}' knows no {field} token(s) {missing[:3]} ({len(missing)} in all) of this dataset: "
-            "it was made for another id mapping. Delete it to retrain."
-        )
-    return torch.from_numpy(np.asarray([position[t] for t in tokens], dtype=np.int64))
 
 
 class FrozenSequentialEncoder(nn.Module):
@@ -149,8 +135,8 @@ class FrozenSequentialEncoder(nn.Module):
         din.load_state_dict(checkpoint["state_dict"])
         return cls(
             din.to(device),
-            _token_index(meta["user_tokens"], dataset, dataset.uid_field, stage),
-            _token_index(meta["item_tokens"], dataset, dataset.iid_field, stage),
+            token_index(meta["user_tokens"], dataset, dataset.uid_field, stage),
+            token_index(meta["item_tokens"], dataset, dataset.iid_field, stage),
             dataset.uid_field, dataset.iid_field, dataset.history_field, stage_config["model"],
         )
 
