@@ -8,6 +8,7 @@ trained and evaluated by the same code on the same split.
 import functools
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -269,7 +270,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             loader = skip_first_batches(loader, batches)
         self._resume_position = None
         self.wrapped.train()
-        iterator = iter(loader)  # (creating it may draw from the global RNG: restore the RNG after it)
+        iterator = iter(loader)  # the saved RNG state goes back in once the iterator exists, right before batch 1
         if resumed and self._resume_rng is not None:
             ckpt.restore_rng(*self._resume_rng)
             self._resume_rng = None
@@ -451,8 +452,6 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             old = previous.read_text().strip() if previous.is_file() else None
             ckpt.write_pointer(self.resume_dir, name)
             if old and old != name and (self.resume_dir / old).exists():
-                import shutil
-
                 shutil.rmtree(self.resume_dir / old)
         self.accelerator.wait_for_everyone()
 
