@@ -199,9 +199,11 @@ def read_state(state_dir):
 
 
 def config_differences(saved, current):
-    """Options (other than RESUME_FREE_OPTIONS) whose values differ between two plain configs."""
+    """Options (other than RESUME_FREE_OPTIONS) whose values differ between two plain configs, as a sentence
+    part ('learning_rate: 0.001 there, 0.5 here, ...'); empty when they agree."""
     keys = (set(saved) | set(current)) - RESUME_FREE_OPTIONS
-    return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
+    diff = [k for k in sorted(keys) if saved.get(k) != current.get(k)]
+    return ", ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} here" for k in diff[:5])
 
 
 def write_pointer(resume_dir, name):
@@ -234,9 +236,8 @@ def find_resume_run(config, model_name):
             rejected.append((resume_dir, diff))
         if rejected:
             where, diff = rejected[0]
-            shown = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in list(diff.items())[:4])
             raise CheckpointError(
-                f"--resume: the newest {model_name} run in '{root}' ({where}) was started with other options ({shown}). "
+                f"--resume: the newest {model_name} run in '{root}' ({where}) was started with other options ({diff}). "
                 "Resume with the same options, or name the run with --resume=PATH after fixing them."
             )
         raise CheckpointError(

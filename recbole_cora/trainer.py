@@ -463,9 +463,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         state = ckpt.read_state(state_dir)
         diff = ckpt.config_differences(state["config"], ckpt.plain_config(self.config))
         if diff:
-            shown = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in list(diff.items())[:5])
             raise ckpt.CheckpointError(
-                f"resume state '{state_dir}' was made with other options ({shown}): resume with the options "
+                f"resume state '{state_dir}' was made with other options ({diff}): resume with the options "
                 "it was started with, or start a new run without --resume."
             )
         if state["processes"] != self.accelerator.num_processes:
@@ -473,10 +472,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 f"resume state '{state_dir}' was saved by {state['processes']} process(es); this run has "
                 f"{self.accelerator.num_processes}. Resume with the same number of processes."
             )
-        tensors = ckpt.load_tensors(state_dir / "trainable.safetensors", "the resume state is unusable")
-        if set(tensors) != set(self.model.trainable_state_dict()):
-            raise ckpt.CheckpointError(f"'{state_dir}' does not fit this model's trainable parameters.")
-        self.model.load_state_dict(tensors, strict=False)
+        load_trainable(self.model, state_dir)  # a state folder holds trainable.safetensors like a model folder
         optimizer = ckpt.optimizer_from_files(
             ckpt.load_tensors(state_dir / "optimizer.safetensors", "the resume state is unusable"), state["optimizer"]
         )
