@@ -29,7 +29,6 @@ random values, and ours and the naive reference must give the same scores on the
 """
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -41,7 +40,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's recbole_cora, also when it is not installed
@@ -52,7 +50,7 @@ QUIET = {"state": "WARNING", "show_progress": False}
 SMALL_QUERY_GENERATOR = {"query_layers": 1, "query_width": 32, "query_heads": 2, "num_queries": 2,
                          "lora_rank": 4, "lora_alpha": 8}
 LLAMA7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
+               num_key_value_heads=32, head_dim=128, vocab_size=32000, max_position_embeddings=4096)
 GOALS = {"cora_forward": 1.05, "cora_train_step": 2.2}
 SHARE_GOAL = 0.05
 
@@ -170,7 +168,6 @@ def build(args, device):
 
     options = {**QUIET, "seed": args.seed, "train_batch_size": args.batch_size, "eval_batch_size": args.batch_size,
                "llm_cache_dir": llm_cache_dir(args)}
-    loader = None
     if args.llm == "tiny":
         options.update(SMALL_QUERY_GENERATOR, cf_config={"epochs": 1, "embedding_size": 16})
     else:
@@ -178,9 +175,9 @@ def build(args, device):
     own_tokenizer = args.llm in ("tiny", "llama7b-shape")  # a BPE tokenizer trained on the dataset's titles
     if own_tokenizer:
         options["llm_path"] = str(Path("tiny_llm").resolve())  # written below, before the model is built
-    if args.llm == "llama7b-shape":
-        options["llm_dtype"] = "bfloat16"
-        loader = llama7b_loader(args, device)
+    if args.llm == "llama7b-shape":  # the tokenizer folder's config, reshaped, with random bf16 weights on the device
+        shape = {**LLAMA7B, "num_hidden_layers": args.llm_layers or LLAMA7B["num_hidden_layers"]}
+        options.update(llm_dtype="bfloat16", llm_init="random", llm_config_overrides=shape)
     model_name = "CoRA"
     config = Config(model_name, "ml-100k", config_dict=options)
     config["device"] = device
@@ -192,40 +189,8 @@ def build(args, device):
     train_data, _, _ = data_preparation(config, dataset)
     config["cf_stage_dir"] = str(run_cf_stage(config, dataset))
     init_seed(config["seed"], config["reproducibility"])
-    patch = contextlib.nullcontext()
-    if loader is not None:  # load_llm has no way to build a random-weight model from a config
-        patch = mock.patch("recbole_cora.model.abstract_llm_recommender.load_llm", loader)
-    with patch:
-        model = get_model(model_name)(config, train_data._dataset).to(device)
+    model = get_model(model_name)(config, train_data._dataset).to(device)
     return config, model, train_data
-
-
-def llama7b_loader(args, device):
-    """load_llm's stand-in for llama7b-shape: the tokenizer of the folder, a LlamaConfig of Llama-2-7B shape
-    with random bf16 weights built directly on the device (no 13 GB checkpoint written and read back)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    def load(config):
-        tokenizer = AutoTokenizer.from_pretrained(config["llm_path"], local_files_only=True)
-        shape = dict(LLAMA7B)
-        if args.llm_layers:
-            shape["num_hidden_layers"] = args.llm_layers
-        llm_config = LlamaConfig(**shape, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
-        torch.manual_seed(args.seed)
-        default = torch.get_default_dtype()
-        torch.set_default_dtype(torch.bfloat16)  # built in bf16 (no 27 GB float32 copy first)
-        try:
-            with torch.device(device):
-                llm = LlamaForCausalLM(llm_config)
-        finally:
-            torch.set_default_dtype(default)
-        llm.requires_grad_(False)
-        llm.eval()
-        return llm, tokenizer
-
-    return load
 
 
 # ------------------------------------------------------------------------------------------------ timing

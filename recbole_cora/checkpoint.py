@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 RESUME_FREE_OPTIONS = {
     "resume", "show_progress", "state", "device", "gpu_id", "use_gpu", "local_rank", "world_size", "nproc",
     "offset", "ip", "port", "checkpoint_dir", "cf_stage_dir", "reclora_stage_dir", "results_dir", "data_path", "log_wandb",
-    "wandb_project", "checkpoint_steps", "single_spec", "eval_batch_size", "device_map",
+    "wandb_project", "checkpoint_steps", "single_spec", "eval_batch_size", "device_map", "llm_max_memory", "llm_offload_dir",
 }
 
 

@@ -162,8 +162,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         if config["train_batch_size"] % n:
             raise ValueError(f"train_batch_size {config['train_batch_size']} must divide by the {n} processes.")
         config["device"] = self.accelerator.device
-        if not config["device_map"]:
-            model = model.to(self.accelerator.device)
+        # under device_map the LLM stays where transformers put it; the other parts come here
+        model = model.place(self.accelerator.device) if hasattr(model, "place") else model.to(self.accelerator.device)
         super().__init__(config, model)
         self.scheduler = None
         self._pending_scheduler = self._resume_position = self._resume_rng = None

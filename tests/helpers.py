@@ -15,3 +15,32 @@ def write_atomic(folder, name, inter_rows, item_rows=None, inter_header=None, it
         lines = ["\t".join(item_header)] + ["\t".join(map(str, row)) for row in item_rows]
         (data / f"{name}.item").write_text("\n".join(lines) + "\n")
     return str(Path(folder))
+
+
+def offload_options(llm_path, offload_dir):
+    """device_map options that cap the CPU below the LLM's size, so that accelerate keeps some layers on disk."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    full = AutoModelForCausalLM.from_pretrained(llm_path, dtype=torch.float32)
+    cap = int(0.85 * sum(p.numel() * p.element_size() for p in full.parameters()))
+    return {"device_map": "auto", "llm_max_memory": {"cpu": cap}, "llm_offload_dir": str(offload_dir)}
+
+
+def assert_same_scores_and_gradients(model, reference, batch):
+    """``model`` and ``reference`` (the same weights, placed differently) agree on scores and gradients."""
+    import torch
+
+    model.eval(), reference.eval()
+    with torch.inference_mode():
+        assert torch.allclose(model(batch), reference(batch), atol=1e-5)
+    model.train(), reference.train()
+    for m in (model, reference):
+        torch.manual_seed(3)  # the same dropout masks
+        m.calculate_loss(batch).backward()
+    ours = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    theirs = {n: p for n, p in reference.named_parameters() if p.requires_grad}
+    assert ours.keys() == theirs.keys()
+    for name, p in ours.items():
+        assert p.device.type != "meta" and p.grad is not None, name
+        assert torch.allclose(p.grad, theirs[name].grad, atol=1e-5), name

@@ -15,6 +15,7 @@ from recbole_cora.trainer import LLMTrainer
 from recbole_cora.utils import create_dataset, get_trainer
 
 from conftest import SMALL_CORA
+from helpers import assert_same_scores_and_gradients, offload_options
 
 
 def build(tiny_llm, **extra):
@@ -164,6 +165,25 @@ def test_bfloat16_llm_with_device_map_trains(tiny_llm):
     assert torch.isfinite(loss)
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     trainer = get_trainer(config["MODEL_TYPE"], "CoRA", config)(config, model)  # the model is not moved
+    _, result = trainer.fit(train, valid)
+    assert result["rows"] == 64 and 0 <= result["auc"] <= 1
+
+
+def test_an_llm_over_its_memory_cap_is_offloaded_by_device_map_and_scores_and_trains_the_same(tiny_llm, tmp_path):
+    # device_map: auto with llm_max_memory below the LLM's size: accelerate keeps the layers that do not fit on
+    # disk (weights on the meta device, brought in for each forward). The LoRA weights of those layers, the
+    # input embedding and the answer head must be found where the layers run.
+    config, model, (train, valid, _) = build(tiny_llm, **offload_options(tiny_llm, tmp_path / "offload"),
+                                              train_rows_per_epoch=32, eval_rows=64)
+    placed = model.llm.hf_device_map
+    assert "disk" in placed.values() and "cpu" in placed.values(), placed
+    _, reference, _ = build(tiny_llm)  # the same LLM, all in memory
+    with torch.no_grad():
+        for p in model.lora.P.values():
+            p.normal_(0, 0.5)
+    reference.load_state_dict(model.trainable_state_dict(), strict=False)
+    assert_same_scores_and_gradients(model, reference, first_batch(train))
+    trainer = get_trainer(config["MODEL_TYPE"], "CoRA", config)(config, model)
     _, result = trainer.fit(train, valid)
     assert result["rows"] == 64 and 0 <= result["auc"] <= 1
 

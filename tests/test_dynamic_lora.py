@@ -1,3 +1,4 @@
+import contextlib
 import copy
 
 import pytest
@@ -58,7 +59,9 @@ def test_zero_P_leaves_the_model_exactly_unchanged(llm):
     assert torch.equal(injected, base)
 
 
-def test_batched_per_sample_delta_equals_explicitly_merged_weights(llm):
+@pytest.mark.parametrize("autograd", [True, False], ids=["training", "inference"])
+def test_batched_per_sample_delta_equals_explicitly_merged_weights(llm, autograd):
+    # evaluation runs under inference mode, training with autograd: both add the same delta
     model, tokenizer = llm
     ids, mask = batch(tokenizer, TEXTS)
     answers = answer_token_ids(tokenizer)
@@ -67,8 +70,10 @@ def test_batched_per_sample_delta_equals_explicitly_merged_weights(llm):
     for p in lora.P.values():
         p.data.normal_(0, 0.5)
     A = torch.randn(len(TEXTS), lora.in_features, 4)
-    with lora.weights(A):
+    with lora.weights(A), (contextlib.nullcontext() if autograd else torch.inference_mode()):
         batched = last_position_answer_logits(model, ids, mask, answers)
+    assert batched.requires_grad == autograd
+    batched = batched.detach().clone()
     lora.remove()
     for b, text in enumerate(TEXTS):
         merged = copy.deepcopy(model)

@@ -7,6 +7,7 @@ from recbole_cora.model.llm_recommender.tallrec import TALLRec
 from recbole_cora.utils import create_dataset, get_trainer
 
 from conftest import SMALL_CORA
+from helpers import assert_same_scores_and_gradients, offload_options
 
 
 def build(tiny_llm, **extra):
@@ -30,3 +31,17 @@ def test_tallrec_trains_only_lora_and_starts_as_the_frozen_llm(tiny_llm):
     assert changed  # lora_B starts at 0 and has moved
     model.train()
     assert not model.llm.training and any(m.training for n, m in model.llm.named_modules() if n.endswith("lora_dropout"))
+
+
+def test_peft_lora_on_layers_offloaded_to_disk_is_made_where_they_run(tiny_llm, tmp_path):
+    # peft would leave the LoRA weights of an offloaded layer on the meta device: no values, a failing backward
+    config, model, (train, _, _) = build(tiny_llm, **offload_options(tiny_llm, tmp_path / "offload"))
+    assert "disk" in model.llm.hf_device_map.values()
+    _, reference, _ = build(tiny_llm)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    reference.load_state_dict(model.trainable_state_dict(), strict=False)
+    batch = train.collate_fn(list(range(16)))
+    assert_same_scores_and_gradients(model, reference, batch[0] if isinstance(batch, tuple) else batch)

@@ -22,6 +22,8 @@ import math
 import torch
 from torch import nn
 
+from recbole_cora.llm.loading import execution_device
+
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # Llama, Qwen2, Mistral, SmolLM2
 
 
@@ -125,7 +127,7 @@ class DynamicLoRA(PerSampleLoRA):
             )
         self.in_features = widths.pop()
         self.P = nn.ParameterDict({
-            self._key(name): nn.Parameter(torch.zeros(rank, m.out_features, dtype=torch.float32, device=m.weight.device))
+            self._key(name): nn.Parameter(torch.zeros(rank, m.out_features, dtype=torch.float32, device=execution_device(m)))
             for name, m in self.targets.items()
         })
         self._shared = (None, None)  # (input tensor, its x A_b), reused by modules reading the same input
@@ -159,11 +161,11 @@ class MixtureLoRA(PerSampleLoRA):
         self.A = nn.ParameterDict()
         self.B = nn.ParameterDict()
         for name, m in self.targets.items():
-            A = torch.empty(num_loras, m.in_features, rank, dtype=torch.float32, device=m.weight.device)
+            A = torch.empty(num_loras, m.in_features, rank, dtype=torch.float32, device=execution_device(m))
             bound = 1.0 / math.sqrt(m.in_features)  # peft's kaiming_uniform(a=sqrt(5)) bound for A
             self.A[self._key(name)] = nn.Parameter(A.uniform_(-bound, bound))
             self.B[self._key(name)] = nn.Parameter(
-                torch.zeros(num_loras, rank, m.out_features, dtype=torch.float32, device=m.weight.device)
+                torch.zeros(num_loras, rank, m.out_features, dtype=torch.float32, device=execution_device(m))
             )
 
     def weights(self, mixture):

@@ -71,6 +71,47 @@ def _dequantise_gguf(gguf_path, out_dir):
     os.replace(tmp, out_dir)
 
 
+LLM_INITS = ("pretrained", "random")
+
+
+def execution_device(module):
+    """The device a module of the LLM computes on: its weight's, or, for a layer that accelerate offloads
+    (``device_map`` with ``llm_max_memory``: its weights wait on the meta device, on the CPU or on disk, and are
+    brought in for each forward), the device its hook runs it on."""
+    weight = next(module.parameters(recurse=False), None)
+    if weight is not None and weight.device.type != "meta":
+        return weight.device
+    hook = getattr(module, "_hf_hook", None)
+    for h in [hook, *getattr(hook, "hooks", ())]:
+        device = getattr(h, "execution_device", None)
+        if device is not None:
+            return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    if weight is None:
+        raise ValueError(f"{type(module).__name__} has no weights to say where it runs.")
+    return weight.device
+
+
+def _random_llm(path, config, kwargs):
+    """The model of ``path``'s config.json (with ``llm_config_overrides``) with random weights drawn from the run's
+    seed, built directly in the LLM dtype on the run's device: no checkpoint is read (benchmarks at a shape
+    whose weights are not at hand, e.g. Llama-2-7B's)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    llm_config = AutoConfig.from_pretrained(path, trust_remote_code=kwargs["trust_remote_code"], local_files_only=True)
+    for key, value in (config["llm_config_overrides"] or {}).items():
+        if not hasattr(llm_config, key):
+            raise LLMLoadError(
+                f"llm_config_overrides: '{key}' is not a field of {type(llm_config).__name__} (from {path}/config.json)."
+            )
+        setattr(llm_config, key, value)
+    if kwargs.get("device_map"):
+        raise LLMLoadError("llm_init: random builds the LLM on one device; unset `device_map` (or use pretrained weights).")
+    device = torch.device(config["device"] or "cpu")
+    torch.manual_seed(int(config["seed"] or 0))
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(llm_config, dtype=kwargs["dtype"], trust_remote_code=kwargs["trust_remote_code"])
+
+
 def load_llm(config):
     """(model, tokenizer) for ``config['llm_path']``, frozen and in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -79,6 +120,13 @@ def load_llm(config):
     dtype_name = config["llm_dtype"] or "float32"
     if dtype_name not in DTYPES:
         raise LLMLoadError(f"llm_dtype '{dtype_name}': use one of {sorted(DTYPES)}.")
+    init = config["llm_init"] or "pretrained"
+    if init not in LLM_INITS:
+        raise LLMLoadError(f"llm_init '{init}': use one of {list(LLM_INITS)}.")
+    if config["llm_config_overrides"] and init != "random":
+        raise LLMLoadError(
+            "llm_config_overrides changes the LLM's shape, which pretrained weights fix: use it with `llm_init: random`."
+        )
     if path.suffix == ".gguf":
         cache = _gguf_cache_dir(path, config["llm_cache_dir"] or "saved/llm_cache")
         if not (cache / "model.safetensors").is_file():
@@ -90,8 +138,17 @@ def load_llm(config):
     kwargs = {"dtype": DTYPES[dtype_name], "trust_remote_code": trust, "local_files_only": True}
     if config["device_map"]:
         kwargs["device_map"] = config["device_map"]
+        if config["llm_max_memory"]:  # e.g. {0: 20GiB, 1: 20GiB, cpu: 60GiB}: what may go where
+            kwargs["max_memory"] = dict(config["llm_max_memory"])
+        if config["llm_offload_dir"]:  # layers that fit nowhere are kept here (accelerate disk offload)
+            kwargs["offload_folder"] = str(config["llm_offload_dir"])
+    elif config["llm_max_memory"]:
+        raise LLMLoadError("llm_max_memory caps what device_map places on each device: set `device_map: auto` too.")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if init == "random":
+            model = _random_llm(path, config, kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except ValueError as err:
         raise LLMLoadError(f"llm_path '{path}' could not be loaded as a causal language model: {err}") from err
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust, local_files_only=True)

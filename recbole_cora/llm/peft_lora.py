@@ -10,6 +10,7 @@ def inject_lora(llm, config):
         target_modules=list(config["lora_target_modules"]), bias="none",
     )
     llm = inject_adapter_in_model(lora, llm)
+    _materialise_offloaded(llm)
     for name, parameter in llm.named_parameters():
         parameter.requires_grad = is_lora(name)
     return llm
@@ -24,3 +25,20 @@ def set_lora_dropout_mode(llm, mode):
     for name, module in llm.named_modules():
         if name.endswith("lora_dropout"):
             module.train(mode)
+
+
+def _materialise_offloaded(llm):
+    """peft puts a layer's LoRA weights on its base weight's device, which for a layer that accelerate offloads
+    (``device_map`` with ``llm_max_memory``) is the meta device: no values, and a backward that fails. Those
+    LoRA weights are made on the device the layer runs on and initialised as peft initialises them."""
+    from peft.tuners.lora import LoraLayer
+
+    from recbole_cora.llm.loading import execution_device
+
+    for module in llm.modules():
+        if isinstance(module, LoraLayer) and any(p.device.type == "meta" for p in module.lora_A.parameters()):
+            device = execution_device(module.get_base_layer())
+            module.lora_A.to_empty(device=device)
+            module.lora_B.to_empty(device=device)
+            for adapter in module.lora_A:
+                module.reset_lora_parameters(adapter, True)

@@ -12,7 +12,7 @@ from recbole.utils import InputType, ModelType
 from torch import nn
 
 from recbole_cora.data.prompts import PromptBuilder
-from recbole_cora.llm import AnswerScorer, load_llm
+from recbole_cora.llm import AnswerScorer, execution_device, load_llm
 
 
 class LLMRecommender(AbstractRecommender):
@@ -76,7 +76,7 @@ class LLMRecommender(AbstractRecommender):
             context.__exit__(None, None, None)
 
     def forward(self, interaction, return_loss=False):
-        device = self.llm.get_input_embeddings().weight.device
+        device = execution_device(self.llm.get_input_embeddings())
         input_ids, attention_mask = self.prompts.batch(interaction, device)
         with self.adapted(interaction):
             scores = self.scorer(self.llm, input_ids, attention_mask)
@@ -102,6 +102,18 @@ class LLMRecommender(AbstractRecommender):
             for module in self.llm.modules():
                 if isinstance(module, GradientCheckpointingLayer):
                     module.training = True
+        return self
+
+    def place(self, device):
+        """Move the model to ``device``, except, under ``device_map``, the LLM and the per-module LoRA weights
+        beside its layers: transformers placed (or offloaded) those layer by layer."""
+        from recbole_cora.llm.dynamic_lora import PerSampleLoRA
+
+        if not getattr(self.llm, "hf_device_map", None):
+            return self.to(device)
+        for child in self.children():
+            if child is not self.llm and not isinstance(child, PerSampleLoRA):
+                child.to(device)
         return self
 
     def save_prompt_caches(self):

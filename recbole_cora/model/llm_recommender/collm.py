@@ -17,6 +17,7 @@ runs them one after the other; ``collm_stage: 2`` with ``collm_stage1_dir`` star
 from torch import nn
 
 from recbole_cora.data.prompts import PromptBuilder
+from recbole_cora.llm.loading import execution_device
 from recbole_cora.llm.peft_lora import inject_lora, is_lora, set_lora_dropout_mode
 from recbole_cora.llm.scoring import AnswerScorer
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender
@@ -82,7 +83,7 @@ class CoLLM(LLMRecommender):
     def forward(self, interaction, return_loss=False):
         if self.stage == 1:
             return super().forward(interaction, return_loss)
-        device = self.llm.get_input_embeddings().weight.device
+        device = execution_device(self.llm.get_input_embeddings())
         input_ids, attention_mask = self.cf_prompts.batch(interaction, device)
         embeds = self.input_embeddings(interaction, input_ids, attention_mask)
         scores = self.cf_scorer(self.llm, None, attention_mask, inputs_embeds=embeds)
