@@ -360,6 +360,30 @@ def run(args, device):
         trainer.optimizer.step()
         return loss.detach()
 
+    def llm_forward_backward(i):
+        # the floor of a training step: the frozen LLM forward and backward to its input activations (what any
+        # method that trains something before or inside the LLM pays), no LoRA hooks active
+        ids, mask = tensors[i]
+        embeds = model.llm.get_input_embeddings()(ids).detach().requires_grad_(True)
+        logits = last_position_answer_logits(model.llm, None, mask, model.scorer.answer_ids, inputs_embeds=embeds)
+        logits[:, 0].float().sum().backward()
+        return logits.detach()
+
+    def cora_train_step_checkpointing(i):
+        model.set_gradient_checkpointing(True)
+        try:
+            return cora_train_step(i)
+        finally:
+            model.release_adaptation()
+            model.set_gradient_checkpointing(False)
+
+    def cora_train_step_no_lora_dropout(i):
+        p, model.lora.dropout.p = model.lora.dropout.p, 0.0
+        try:
+            return cora_train_step(i)
+        finally:
+            model.lora.dropout.p = p
+
     def naive_train_step(i):
         naive.train()
         naive_optimizer.zero_grad()
@@ -385,7 +409,9 @@ def run(args, device):
 
     measured = {
         "llm_floor": floor, "cora_forward": cora_forward, "cora_factors": cora_factors,
-        "cora_train_step": cora_train_step,
+        "cora_train_step": cora_train_step, "llm_forward_backward": llm_forward_backward,
+        "cora_train_step_checkpointing": cora_train_step_checkpointing,
+        "cora_train_step_no_lora_dropout": cora_train_step_no_lora_dropout,
         "naive_forward": naive_forward, "naive_train_step": naive_train_step,
         "data_loading": data_loading, "data_loading_first_epoch": data_loading_first_epoch,
     }
@@ -428,8 +454,11 @@ def run(args, device):
             "peak_mib": peaks[name], "peak_delta_mib": deltas[name],
             "ratio_floor": None, "ratio_naive": None,
         }
-    for name in ("cora_forward", "cora_factors", "cora_train_step", "naive_forward", "naive_train_step"):
+    step_names = ("cora_train_step", "cora_train_step_checkpointing", "cora_train_step_no_lora_dropout")
+    for name in ("cora_forward", "cora_factors", "naive_forward", "naive_train_step", "llm_forward_backward", *step_names):
         rows[name]["ratio_floor"] = median[name] / median["llm_floor"]
+    for name in step_names:
+        rows[name]["ratio_train_floor"] = median[name] / median["llm_forward_backward"]
     rows["cora_forward"]["ratio_naive"] = median["cora_forward"] / median["naive_forward"]
     rows["cora_train_step"]["ratio_naive"] = median["cora_train_step"] / median["naive_train_step"]
     step = collate_s + median["cora_train_step"]
@@ -437,13 +466,15 @@ def run(args, device):
     rows["data_loading_first_epoch"]["share_of_train_step"] = median["data_loading_first_epoch"] / step
     rows["data_loading"]["collate_ms"] = rows["data_loading_first_epoch"]["collate_ms"] = collate_s * 1e3
 
+    padding = padding_of_training_batches(trainer, train_data, order[: 50 * args.batch_size * 4], args.batch_size)
+
     mfu = None
     if device.type == "cuda":
         peak_rate = bf16_matmul_rate(device)
         flops = statistics.mean(llm_forward_flops(model.llm, lengths) for lengths in real_lengths)
         mfu = {"bf16_matmul_tflops": peak_rate / 1e12, "llm_forward_gflop_per_batch": flops / 1e9}
         for name, factor in (("llm_floor", 1), ("cora_forward", 1), ("naive_forward", 1),
-                             ("cora_train_step", 2), ("naive_train_step", 2)):
+                             ("cora_train_step", 2), ("naive_train_step", 2), ("llm_forward_backward", 2)):
             # a frozen-LLM training step: the forward and a backward to the activations only (about 2 forwards)
             rows[name]["mfu"] = factor * flops / median[name] / peak_rate
 
@@ -462,7 +493,20 @@ def run(args, device):
         "naive_padded_width": pad_to, "memory_source": memory.source, "build_seconds": build_seconds,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
-    return {"meta": meta, "check": check, "rows": rows, "mfu": mfu}
+    return {"meta": meta, "check": check, "rows": rows, "mfu": mfu, "padding": padding}
+
+
+def padding_of_training_batches(trainer, train_data, rows, batch_size):
+    """Padded positions as a share of all positions, over training batches of ``rows`` in random order and in
+    the trainer's length-bucketed order (``length_bucketing: train_and_eval``): prompt lengths, no timing."""
+    lengths = dict(zip(rows, trainer._prompt_lengths(train_data, rows)))
+
+    def share(order):
+        batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+        padded = sum(max(lengths[r] for r in b) * len(b) for b in batches)
+        return 1 - sum(lengths.values()) / padded
+
+    return {"rows": len(rows), "random": share(rows), "bucketed": share(trainer._bucketed(train_data, rows, batch_size, 0))}
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -471,6 +515,9 @@ LABELS = {
     "cora_forward": "CoRA forward (predict)",
     "cora_factors": "… of which A_b (CF look-up + query generator)",
     "cora_train_step": "CoRA train step",
+    "llm_forward_backward": "LLM forward + backward to its inputs (floor of a train step)",
+    "cora_train_step_checkpointing": "CoRA train step, gradient_checkpointing",
+    "cora_train_step_no_lora_dropout": "CoRA train step, lora_dropout 0",
     "naive_forward": "naive forward",
     "naive_train_step": "naive train step",
     "data_loading": "data loading (cached token ids)",
@@ -503,6 +550,8 @@ def markdown(result):
         if name in GOALS:
             ok = row["ratio_floor"] <= GOALS[name]
             goal = f"≤ {GOALS[name]}× floor: {'yes' if ok else 'no'}"
+        if row.get("ratio_train_floor") is not None:
+            goal = (goal + "; " if goal else "") + f"{row['ratio_train_floor']:.2f}× the LLM's forward + backward"
         if "share_of_train_step" in row:
             share = row["share_of_train_step"]
             goal = f"{share:.1%} of a train step (goal < {SHARE_GOAL:.0%})"
@@ -519,6 +568,11 @@ def markdown(result):
         f"same scores: max |ours - naive| = {check['max_abs_diff_ours_vs_naive']:.2e} on the first batch "
         f"(tolerance {check['atol']:.1e}; {'agree' if check['agree'] else 'DISAGREE'}); the LoRA path moves the "
         f"scores by up to {check['max_abs_lora_effect']:.3f} (max |score| {check['max_abs_score']:.2f})"
+    )
+    pad = result["padding"]
+    lines.append(
+        f"padding of training batches ({pad['rows']} rows): {pad['random']:.1%} of positions in random order, "
+        f"{pad['bucketed']:.1%} with length_bucketing: train_and_eval"
     )
     if gpu:
         m = result["mfu"]

@@ -208,6 +208,14 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_recomputes_with_the
     assert grads[False].keys() == grads[True].keys()
     for name in grads[False]:
         assert torch.allclose(grads[False][name], grads[True][name], atol=1e-6, rtol=1e-4), name
+    for enabled, forwards in ((False, 1), (True, 2)):  # switched on an existing model (the benchmark does)
+        model.set_gradient_checkpointing(enabled)
+        calls.clear()
+        handle = q_proj.register_forward_hook(lambda *args: calls.append(1))
+        model.calculate_loss(first_batch(train)).backward()
+        model.release_adaptation()
+        handle.remove()
+        assert len(calls) == forwards and not model.llm.training
 
 
 def test_tokenized_prompts_are_cached_on_disk_per_tokenizer_and_template(tiny_llm, caplog):

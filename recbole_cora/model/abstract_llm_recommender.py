@@ -35,15 +35,23 @@ class LLMRecommender(AbstractRecommender):
         if dataset.history_len <= 0:
             raise ValueError(f"{type(self).__name__} shows the user's history: set `history_len` > 0.")
         self.llm, self.tokenizer = load_llm(config)
-        self.gradient_checkpointing = bool(config["gradient_checkpointing"])
-        if self.gradient_checkpointing:  # recompute the frozen LLM's activations in backward
-            if hasattr(self.llm, "activation_checkpointing_enable"):  # transformers >= 5 (the old name warns)
-                self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.gradient_checkpointing = False
+        self.set_gradient_checkpointing(bool(config["gradient_checkpointing"]))
         self.prompts = PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
         self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
         self.loss = nn.BCEWithLogitsLoss()
+
+    def set_gradient_checkpointing(self, enabled):
+        """Recompute the frozen LLM's activations in the backward pass (less memory, about one more forward)."""
+        new_api = hasattr(self.llm, "activation_checkpointing_enable")  # transformers >= 5 (the old name warns)
+        if enabled and new_api:
+            self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif enabled:
+            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif self.gradient_checkpointing:
+            self.llm.activation_checkpointing_disable() if new_api else self.llm.gradient_checkpointing_disable()
+        self.gradient_checkpointing = enabled
+        self._flag_checkpointed_layers(enabled and self.training)
 
     @property
     def context_length(self):
@@ -94,15 +102,17 @@ class LLMRecommender(AbstractRecommender):
         """The frozen LLM stays in eval mode (no dropout) while the trainable parts train."""
         super().train(mode)
         self.llm.eval()
-        if mode and getattr(self, "gradient_checkpointing", False):
-            # transformers checkpoints a decoder layer only while that layer is training: flag the layers
-            # themselves (their attention, MLP and dropout submodules stay in eval mode)
-            from transformers.modeling_layers import GradientCheckpointingLayer
-
-            for module in self.llm.modules():
-                if isinstance(module, GradientCheckpointingLayer):
-                    module.training = True
+        self._flag_checkpointed_layers(mode and getattr(self, "gradient_checkpointing", False))
         return self
+
+    def _flag_checkpointed_layers(self, flag):
+        """transformers checkpoints a decoder layer only while that layer is training: flag the layers
+        themselves (their attention, MLP and dropout submodules stay in eval mode)."""
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        for module in self.llm.modules():
+            if isinstance(module, GradientCheckpointingLayer):
+                module.training = flag
 
     def place(self, device):
         """Move the model to ``device``, except, under ``device_map``, the LLM and the per-module LoRA weights
