@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from recbole_cora import run_recbole_cora
@@ -59,3 +60,21 @@ def test_command_line_errors_are_sentences_not_tracebacks(tmp_path):
     )
     assert done.returncode == 2
     assert "error: unknown model 'LightGNC'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("model", ["DIN", "DIEN"])
+def test_sequential_ctr_baselines_train_on_the_labeled_rows_only(model):
+    # RecBole samples one negative per row for sequential models by default; FM/DeepFM and the LLM models
+    # learn from the labeled rows as they are, and so must DIN and DIEN (properties/model/DIN.yaml)
+    from recbole.data import data_preparation
+
+    from recbole_cora.config import Config
+    from recbole_cora.utils import create_dataset
+
+    config = Config(model, "ml-100k", config_dict={**QUIET, **DIN_SMALL})
+    assert config["train_neg_sample_args"]["distribution"] == "none"
+    train, _, _ = data_preparation(config, create_dataset(config))
+    labels = [batch[config["LABEL_FIELD"]] for batch in train]
+    seen = sum(len(b) for b in labels)
+    assert seen == len(train._dataset) and set(torch.cat(labels).tolist()) == {0.0, 1.0}
+    assert torch.cat(labels).mean().item() == pytest.approx(train._dataset.inter_feat[config["LABEL_FIELD"]].float().mean().item())
