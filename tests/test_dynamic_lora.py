@@ -86,6 +86,35 @@ def test_batched_per_sample_delta_equals_explicitly_merged_weights(llm, autograd
     assert not torch.allclose(batched, last_position_answer_logits(model, ids, mask, answers))
 
 
+def test_a_bfloat16_llm_adds_the_delta_in_its_dtype_with_float32_parameters_and_gradients(llm):
+    model, tokenizer = llm
+    ids, mask = batch(tokenizer, TEXTS)
+    answers = answer_token_ids(tokenizer)
+    torch.manual_seed(0)
+    A = torch.nn.functional.normalize(torch.randn(len(TEXTS), model.config.hidden_size * 4), dim=-1)  # as CoRA's
+    A = A.view(len(TEXTS), model.config.hidden_size, 4)
+    base = last_position_answer_logits(model, ids, mask, answers)
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        llm = copy.deepcopy(model).to(dtype)
+        lora = DynamicLoRA(llm, rank=4, alpha=8, dropout=0.0)
+        torch.manual_seed(1)
+        for p in lora.P.values():
+            p.data.normal_(0, 0.5)
+        with lora.weights(A.requires_grad_(True)):
+            logits = last_position_answer_logits(llm, ids, mask, answers)
+        logits[:, 0].sum().backward()
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in lora.P.values())
+        results[dtype] = logits.detach(), {k: p.grad for k, p in lora.P.items()}, A.grad.clone()
+        A.grad = None
+    (full, full_grads, full_A), (half, half_grads, half_A) = results[torch.float32], results[torch.bfloat16]
+    effect, error = (full - base).abs().max(), (half - full).abs().max()
+    assert error < 0.05 * effect  # bf16 rounding, far below what the delta changes
+    for key, grad in full_grads.items():
+        assert (half_grads[key] - grad).norm() < 0.05 * grad.norm(), key
+    assert (half_A - full_A).norm() < 0.05 * full_A.norm()
+
+
 def test_q_k_v_share_one_x_times_A(llm):
     model, tokenizer = llm
     lora = DynamicLoRA(model, rank=4, alpha=8)

@@ -81,18 +81,16 @@ class PerSampleLoRA(nn.Module):
         B (r, d_out), shared by the batch, or (batch, r, d_out), one per sample."""
         raise NotImplementedError
 
-    def delta(self, key, x):
-        """(alpha / r) (dropout(x) A) B, in B's dtype (what the hook adds to the module's output)."""
-        xa, B = self.factors(key, x)
-        return torch.matmul(xa.to(B.dtype) * self.scaling, B)
-
     def add_delta(self, key, x, output):
-        """output + (alpha / r) (x A) B. The scaling goes on the rank-r tensor, and where the dtypes agree
-        the product and the sum are one addmm/baddbmm: no (batch, seq, d_out) temporary besides the result."""
+        """output + (alpha / r) (x A) B in the output's dtype. The scaling goes on the rank-r tensor, and the
+        product and the sum are one addmm/baddbmm: no (batch, seq, d_out) temporary besides the result."""
         xa, B = self.factors(key, x)
-        if B.dtype != output.dtype:  # e.g. a bf16 LLM: the delta in B's dtype (float32), then cast
-            return output + torch.matmul(xa.to(B.dtype) * self.scaling, B).to(output.dtype)
-        xa = xa * self.scaling
+        # in the LLM's dtype: for a bf16 LLM the float32 B is cast as autocast casts weights (its gradient comes
+        # back as float32), and the product and sum stay one fused op. Computing the delta in float32 and then
+        # casting it made three more passes over a (batch, seq, d_out) tensor per module: on a bf16 Llama-2-7B
+        # layer (benchmarks/bench_layer.py, CPU) CoRA's forward overhead was 2.4-2.5 % with them, 0.8-1.7 % now.
+        B = B.to(output.dtype)
+        xa = xa.to(output.dtype) * self.scaling
         if B.dim() == 2:
             flat = torch.addmm(output.reshape(-1, output.shape[-1]), xa.reshape(-1, xa.shape[-1]), B)
             return flat.view(output.shape)
