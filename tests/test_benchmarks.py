@@ -8,8 +8,9 @@ import sys
 
 from conftest import ROOT
 
-ROWS = ["llm_floor", "cora_forward", "cora_factors", "cora_train_step", "naive_forward", "naive_train_step",
-        "data_loading", "data_loading_first_epoch"]
+STEPS = ["cora_train_step", "cora_train_step_checkpointing", "cora_train_step_no_lora_dropout"]
+ROWS = ["llm_floor", "cora_forward", "cora_factors", "naive_forward", "naive_train_step", "llm_forward_backward",
+        *STEPS, "data_loading", "data_loading_first_epoch"]
 
 
 def test_bench_cora_tiny_reports_every_row_and_agrees_with_the_naive_reference(tmp_path):
@@ -28,10 +29,29 @@ def test_bench_cora_tiny_reports_every_row_and_agrees_with_the_naive_reference(t
         row = result["rows"][name]
         for key in ("ms", "samples_per_s", "tokens_per_s", "peak_mib"):
             assert math.isfinite(row[key]) and row[key] > 0, (name, key, row[key])
-    for name in ("cora_forward", "cora_factors", "cora_train_step", "naive_forward", "naive_train_step"):
+    for name in ("cora_forward", "cora_factors", "naive_forward", "naive_train_step", "llm_forward_backward", *STEPS):
         assert math.isfinite(result["rows"][name]["ratio_floor"]) and result["rows"][name]["ratio_floor"] > 0
+    for name in STEPS:  # against the frozen LLM's own forward + backward
+        assert math.isfinite(result["rows"][name]["ratio_train_floor"]) and result["rows"][name]["ratio_train_floor"] > 0
+    padding = result["padding"]
+    assert padding["rows"] > 0 and 0 <= padding["bucketed"] < padding["random"] < 1  # bucketing pads less
     for name in ("cora_forward", "cora_train_step"):
         assert math.isfinite(result["rows"][name]["ratio_naive"]) and result["rows"][name]["ratio_naive"] > 0
     for name in ("data_loading", "data_loading_first_epoch"):
         assert 0 < result["rows"][name]["share_of_train_step"] < 1
     assert "| CoRA train step |" in done.stdout  # the Markdown table
+
+
+def test_bench_layer_runs_every_row_on_a_small_shape():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_layer.py"), "--hidden", "64", "--intermediate", "128",
+         "--heads", "4", "--kv-heads", "2", "--batch", "2", "--seq", "16", "--rank", "4", "--reps", "2",
+         "--warmup", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["layer forward", "+ CoRA forward", "layer forward+backward",
+                                                       "+ CoRA forward+backward"]
+    for row in rows[1::2]:  # the CoRA rows have a finite ratio to their floor
+        assert math.isfinite(float(row.split(" | ")[3].rstrip(" |")))
