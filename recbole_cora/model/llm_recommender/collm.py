@@ -77,7 +77,7 @@ class CoLLM(LLMRecommender):
             raise ValueError("each CoLLM prompt must hold exactly one user and one item placeholder token.")
         embeds = embeds.clone()
         for k, slot in enumerate(self.cf_prompts.slot_order):  # the k-th placeholder of each row
-            embeds[rows[k:: len(SLOTS)], cols[k:: len(SLOTS)]] = mapped[slot].to(embeds.dtype)
+            embeds[rows[k:: len(SLOTS)], cols[k:: len(SLOTS)]] = mapped[slot].to(device=embeds.device, dtype=embeds.dtype)
         return embeds
 
     def forward(self, interaction, return_loss=False):
