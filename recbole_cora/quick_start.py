@@ -19,7 +19,7 @@ from recbole_cora.compat import make_run_dirs
 from recbole_cora.config import Config
 from recbole_cora.evaluator import evaluate_groups
 from recbole_cora.results import markdown_table, save_results
-from recbole_cora.utils import create_dataset, get_model, get_trainer
+from recbole_cora.utils import create_dataset, get_model, get_trainer, place_model
 
 
 def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True):
@@ -53,9 +53,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         FrozenCFEncoder.from_stage(config["cf_stage_dir"], dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = model_class(config, train_data._dataset)
     # under device_map the LLM stays where transformers put it (offloaded layers cannot even be moved)
-    model = model.place(config["device"]) if hasattr(model, "place") else model.to(config["device"])
+    model = place_model(model_class(config, train_data._dataset), config["device"])
     logger.info(model)
     start = time.time()
     stages = model.training_stages() if hasattr(model, "training_stages") else [None]

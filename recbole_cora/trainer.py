@@ -22,6 +22,7 @@ from recbole_cora import checkpoint as ckpt
 from recbole_cora.checkpoint import load_trainable, save_trainable  # noqa: F401 (re-exported)
 from recbole_cora.compat import atomic_torch_save, load_recbole_checkpoint
 from recbole_cora.evaluator import LabeledCollector, evaluate_groups, subset_struct
+from recbole_cora.utils import place_model
 
 
 def eval_row_subset(n, config):
@@ -162,8 +163,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         if config["train_batch_size"] % n:
             raise ValueError(f"train_batch_size {config['train_batch_size']} must divide by the {n} processes.")
         config["device"] = self.accelerator.device
-        # under device_map the LLM stays where transformers put it; the other parts come here
-        model = model.place(self.accelerator.device) if hasattr(model, "place") else model.to(self.accelerator.device)
+        model = place_model(model, self.accelerator.device)  # under device_map the LLM stays where it was put
         super().__init__(config, model)
         self.scheduler = None
         self._pending_scheduler = self._resume_position = self._resume_rng = None

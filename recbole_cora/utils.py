@@ -78,3 +78,8 @@ def create_dataset(config):
     if "labeled" not in config["eval_args"]["mode"].values():
         return recbole_create_dataset(config)
     return LabeledDataset(config)
+
+
+def place_model(model, device):
+    """``model`` on ``device``; an LLM recommender keeps its LLM where ``device_map`` put it (``place``)."""
+    return model.place(device) if hasattr(model, "place") else model.to(device)

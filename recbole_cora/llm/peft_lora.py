@@ -1,5 +1,7 @@
 """Ordinary (shared, not per-sample) LoRA through peft, for TALLRec and CoLLM."""
 
+from recbole_cora.llm.loading import execution_device
+
 
 def inject_lora(llm, config):
     """peft's LoRA layers injected in place into the frozen ``llm``; only their weights train."""
@@ -32,8 +34,6 @@ def _materialise_offloaded(llm):
     (``device_map`` with ``llm_max_memory``) is the meta device: no values, and a backward that fails. Those
     LoRA weights are made on the device the layer runs on and initialised as peft initialises them."""
     from peft.tuners.lora import LoraLayer
-
-    from recbole_cora.llm.loading import execution_device
 
     for module in llm.modules():
         if isinstance(module, LoraLayer) and any(p.device.type == "meta" for p in module.lora_A.parameters()):
