@@ -86,7 +86,7 @@ def test_batched_per_sample_delta_equals_explicitly_merged_weights(llm, autograd
     assert not torch.allclose(batched, last_position_answer_logits(model, ids, mask, answers))
 
 
-def test_a_bfloat16_llm_adds_the_delta_in_its_dtype_with_float32_parameters_and_gradients(llm):
+def test_a_bfloat16_llm_with_the_delta_agrees_with_float32_and_keeps_float32_parameters_and_gradients(llm):
     model, tokenizer = llm
     ids, mask = batch(tokenizer, TEXTS)
     answers = answer_token_ids(tokenizer)

@@ -80,5 +80,7 @@ def test_llm_init_and_placement_options_name_what_is_wrong(tiny_llm):
         load_llm({**config, "llm_config_overrides": {"num_hidden_layers": 1}})
     with pytest.raises(LLMLoadError, match="'hidden_layers' is not a field of LlamaConfig"):
         load_llm({**config, "llm_init": "random", "llm_config_overrides": {"hidden_layers": 1}})
+    with pytest.raises(LLMLoadError, match="llm_init: random builds the LLM on one device"):
+        load_llm({**config, "llm_init": "random", "device_map": "auto"})
     with pytest.raises(LLMLoadError, match="llm_max_memory.*device_map: auto"):
         load_llm({**config, "llm_max_memory": {"cpu": "1GiB"}})

@@ -106,8 +106,6 @@ def _random_llm(path, config, kwargs):
                 f"llm_config_overrides: '{key}' is not a field of {type(llm_config).__name__} (from {path}/config.json)."
             )
         setattr(llm_config, key, value)
-    if kwargs.get("device_map"):
-        raise LLMLoadError("llm_init: random builds the LLM on one device; unset `device_map` (or use pretrained weights).")
     device = torch.device(config["device"] or "cpu")
     torch.manual_seed(int(config["seed"] or 0))
     with torch.device(device):
@@ -129,6 +127,8 @@ def load_llm(config):
         raise LLMLoadError(
             "llm_config_overrides changes the LLM's shape, which pretrained weights fix: use it with `llm_init: random`."
         )
+    if init == "random" and config["device_map"]:
+        raise LLMLoadError("llm_init: random builds the LLM on one device; unset `device_map` (or use pretrained weights).")
     if path.suffix == ".gguf":
         cache = _gguf_cache_dir(path, config["llm_cache_dir"] or "saved/llm_cache")
         if not (cache / "model.safetensors").is_file():
