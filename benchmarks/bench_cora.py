@@ -163,7 +163,7 @@ def build(args, device):
 
     from recbole_cora.config import Config
     from recbole_cora.llm.tiny import build_tiny_llm, dataset_texts
-    from recbole_cora.model.collaborative import run_cf_stage
+    from recbole_cora.stages import run_cf_stage
     from recbole_cora.utils import create_dataset, get_model
 
     options = {**QUIET, "seed": args.seed, "train_batch_size": args.batch_size, "eval_batch_size": args.batch_size,

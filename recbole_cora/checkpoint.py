@@ -71,14 +71,17 @@ def temporary_dir(folder):
     return tmp
 
 
-def plain_config(config):
-    """The resolved config as JSON values (what ``config.json`` and ``state.json`` record)."""
+def plain_config(config, as_text=False):
+    """The resolved config as JSON values (what ``config.json`` and ``state.json`` record); a value JSON cannot
+    hold (a device, an enum) is left out, or with ``as_text`` written as its text (the results' config.json)."""
     out = {}
     for key, value in config.final_config_dict.items():
         try:
             json.dumps(value)
         except (TypeError, ValueError):
-            continue
+            if not as_text:
+                continue
+            value = json.loads(json.dumps(value, default=str))
         out[key] = value
     return out
 

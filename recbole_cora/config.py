@@ -1,20 +1,51 @@
 """RecBole's ``Config`` with the plugin's properties and model lookup (the RecBole-GNN pattern).
 
 Order of precedence, lowest first: RecBole's own defaults; ``properties/overall.yaml``;
-``properties/model/<Model>.yaml``; ``dataset_configs/<dataset>.yaml``; the user's YAML files; the
-``config_dict``; ``--key=value`` arguments.
+``properties/model/<Model>.yaml``; the task's protocol ``properties/task/<task>.yaml``;
+``dataset_configs/<dataset>.yaml``, then its ``task_options[<task>]``; the user's YAML files (and their
+``task_options[<task>]``); the ``config_dict``; ``--key=value`` arguments. ``eval_args`` is merged key by key
+through these layers, so a user who sets only ``eval_args: {split: ...}`` keeps the task's order and mode.
 """
 
 import os
 from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
 
-from recbole_cora.utils import get_model
+from recbole_cora.utils import ALIASES, get_model
 
 ROOT = Path(__file__).resolve().parent.parent
 PROPERTIES_DIR = ROOT / "properties"
 DATASET_CONFIGS_DIR = ROOT / "dataset_configs"
+TASKS_DIR = PROPERTIES_DIR / "task"
+
+
+def known_tasks():
+    return sorted(path.stem for path in TASKS_DIR.glob("*.yaml"))
+
+
+def model_tasks(model_class):
+    """The tasks a model can run, its own task first: a plugin model says (``tasks``); a RecBole model's follow
+    from its type (sequential models rank the next item, context-aware models and DIN/DIEN score labeled rows,
+    general models do both)."""
+    tasks = getattr(model_class, "tasks", None)
+    if tasks:
+        return tuple(tasks)
+    if model_class.__name__ in ("DIN", "DIEN"):  # sequential CTR models
+        return ("labeled",)
+    if model_class.type == ModelType.SEQUENTIAL:
+        return ("next_item",)
+    if model_class.type in (ModelType.CONTEXT, ModelType.DECISIONTREE):
+        return ("labeled",)
+    return ("labeled", "next_item")
+
+
+def _merge_eval_args(base, top):
+    """``top``'s eval_args over ``base``'s, key by key (RecBole replaces the whole dict)."""
+    if not isinstance(base, dict) or not isinstance(top, dict):
+        return top if top is not None else base
+    return {**base, **top}
 
 
 def parse_cmd_args(args):
@@ -41,7 +72,6 @@ class Config(RecBoleConfig):
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
         self._cmd_args = list(cmd_args or [])
-        self.config_file_list = list(config_file_list or [])  # the CF stage reuses the user's files
         for path in config_file_list or []:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"config file '{path}' (from --config_files) does not exist.")
@@ -59,26 +89,72 @@ class Config(RecBoleConfig):
             dataset = self.external_config_dict.get("dataset")
         if dataset is None:
             raise ValueError("no dataset given: pass --dataset=NAME or set `dataset:` in a YAML file.")
-        name = model if isinstance(model, str) else model.__name__
+        name = ALIASES.get(model, model) if isinstance(model, str) else model.__name__
         # `model_options: {CoRA: {epochs: 1}}`: options for one model only (handy for comparisons); they
         # rank with the file/dict options they came from, under --key=value.
         per_model = (self.external_config_dict.get("model_options") or {}).get(name) or {}
         for key, value in per_model.items():
             if key not in self.cmd_config_dict:
                 self.external_config_dict[key] = value
-        if isinstance(model, str):
-            return model, get_model(model), dataset
-        return model.__name__, model, dataset
+        model_class = get_model(name) if isinstance(model, str) else model
+        self.task = self._resolve_task(name, model_class)
+        # the task's options given in the user's files and dicts, under the options given there directly
+        for key, value in ((self.external_config_dict.get("task_options") or {}).get(self.task) or {}).items():
+            if key == "eval_args":
+                self.external_config_dict[key] = _merge_eval_args(value, self.external_config_dict.get(key))
+            elif key not in self.external_config_dict:
+                self.external_config_dict[key] = value
+        return name, model_class, dataset
+
+    def _resolve_task(self, name, model_class):
+        """The run's task (``task``, or the model's own); a task the model cannot run is refused here, before
+        anything is loaded."""
+        tasks = model_tasks(model_class)
+        task = self.external_config_dict.get("task") or tasks[0]
+        if task not in known_tasks():
+            raise ValueError(f"task '{task}' is unknown: use one of {known_tasks()} (properties/task/).")
+        if task not in tasks:
+            raise ValueError(
+                f"{name} does not run the {task} task (it runs: {', '.join(tasks)}): set `task: {tasks[0]}` or choose "
+                f"a model of the {task} task."
+            )
+        return task
+
+    def _load_plugin_file(self, path):
+        """Load one of the plugin's YAML files into the internal dict (``eval_args`` merged key by key)."""
+        eval_args = self.internal_config_dict.get("eval_args")
+        values = self._update_internal_config_dict(str(path)) or {}
+        if "eval_args" in values:
+            self.internal_config_dict["eval_args"] = _merge_eval_args(eval_args, values["eval_args"])
+        return values
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         for path in (
             PROPERTIES_DIR / "overall.yaml",
             PROPERTIES_DIR / "model" / f"{model}.yaml",
+            TASKS_DIR / f"{self.task}.yaml",
             DATASET_CONFIGS_DIR / f"{dataset}.yaml",
         ):
             if path.is_file():
-                values = self._update_internal_config_dict(str(path)) or {}
+                values = self._load_plugin_file(path)
                 if path.parent == DATASET_CONFIGS_DIR:
                     # RecBole compares these when it reuses a saved dataset.
+                    values = {**values, **((values.get("task_options") or {}).get(self.task) or {})}
                     self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
+        for key, value in ((self.internal_config_dict.get("task_options") or {}).get(self.task) or {}).items():
+            if key == "eval_args":
+                value = _merge_eval_args(self.internal_config_dict.get("eval_args"), value)
+            self.internal_config_dict[key] = value
+        self.internal_config_dict["task"] = self.task
+
+    def _get_final_config_dict(self):
+        final = super()._get_final_config_dict()
+        final["task"] = self.task
+        final["eval_args"] = _merge_eval_args(self.internal_config_dict.get("eval_args"), self.external_config_dict.get("eval_args"))
+        if (
+            self.task == "next_item" and final.get("MODEL_TYPE") == ModelType.SEQUENTIAL
+            and final.get("loss_type") == "CE" and "train_neg_sample_args" not in self.external_config_dict
+        ):
+            final["train_neg_sample_args"] = None  # cross-entropy over all items: RecBole users set this themselves
+        return final

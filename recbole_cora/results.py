@@ -5,23 +5,40 @@ import json
 import math
 from pathlib import Path
 
+from recbole_cora.checkpoint import plain_config
 from recbole_cora.evaluator import GROUPS
 
-COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("logloss", "LogLoss"))
+COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("logloss", "LogLoss"))  # the labeled task's
+METRIC_TITLES = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit": "Hit", "precision": "Precision", "map": "MAP"}
 
 
-def table_rows(results):
-    """``{model: test_result}`` -> a list of dicts ``{model, group, n, auc, uauc, logloss}``, one per
-    (model, group of test rows)."""
+def columns(results, task="labeled"):
+    """(key, title) of the task's metric columns: AUC / UAUC / LogLoss, or every ranking metric@k the results
+    hold (in RecBole's order), e.g. ("ndcg@10", "NDCG@10")."""
+    if task != "next_item":
+        return COLUMNS
+    keys = []
+    for result in results.values():
+        keys += [key for key in result if "@" in key and key not in keys]
+    return tuple((key, f"{METRIC_TITLES.get(key.split('@')[0], key.split('@')[0])}@{key.split('@')[1]}") for key in keys)
+
+
+def table_rows(results, task="labeled"):
+    """``{model: test_result}`` -> a list of dicts ``{model, group, n, <metric>...}``: one per (model, group of
+    test rows: all / warm / cold) for the labeled task, one per model (its test users) for the next-item task."""
     rows = []
+    metrics = [key for key, _ in columns(results, task)]
     for model, result in results.items():
+        if task == "next_item":
+            rows.append({"model": model, "group": "users", "n": result.get("users"), **{m: result.get(m) for m in metrics}})
+            continue
         for group in GROUPS:
             prefix = "" if group == "all" else f"{group}_"
             n_rows = result.get(f"{prefix}rows")
             if n_rows is None:
                 continue
             row = {"model": model, "group": group, "n": n_rows}
-            row.update({metric: result.get(prefix + metric) for metric, _ in COLUMNS})
+            row.update({metric: result.get(prefix + metric) for metric in metrics})
             rows.append(row)
     return rows
 
@@ -34,34 +51,25 @@ def _fmt(value):
     return str(value)
 
 
-def markdown_table(results):
-    header = ["model", "test rows", "n"] + [title for _, title in COLUMNS]
+def markdown_table(results, task="labeled"):
+    header = ["model", "test rows" if task != "next_item" else "test", "n"] + [title for _, title in columns(results, task)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in table_rows(results):
-        cells = [row["model"], row["group"], _fmt(row["n"])] + [_fmt(row[m]) for m, _ in COLUMNS]
+    for row in table_rows(results, task):
+        cells = [row["model"], row["group"], _fmt(row["n"])] + [_fmt(row[m]) for m, _ in columns(results, task)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def save_results(folder, results, config=None):
+def save_results(folder, results, config=None, task="labeled"):
     """Write ``results.md``, ``results.csv``, ``results.json`` (and ``config.json``) into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.md").write_text(markdown_table(results) + "\n")
+    (folder / "results.md").write_text(markdown_table(results, task) + "\n")
     with open(folder / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["model", "group", "n"] + [m for m, _ in COLUMNS])
+        writer = csv.DictWriter(f, fieldnames=["model", "group", "n"] + [m for m, _ in columns(results, task)])
         writer.writeheader()
-        writer.writerows(table_rows(results))
+        writer.writerows(table_rows(results, task))
     (folder / "results.json").write_text(json.dumps(results, indent=2, default=float))
     if config is not None:
-        resolved = {k: v for k, v in config.final_config_dict.items() if _jsonable(v)}
-        (folder / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+        (folder / "config.json").write_text(json.dumps(plain_config(config, as_text=True), indent=2, sort_keys=True))
     return folder
-
-
-def _jsonable(value):
-    try:
-        json.dumps(value, default=str)
-        return True
-    except (TypeError, ValueError):
-        return False

@@ -1,4 +1,5 @@
-"""Trainers: RecBole's own, with labeled all/warm/cold evaluation and safe checkpoints mixed in.
+"""Trainers: RecBole's own, with the task's evaluation (labeled all/warm/cold, or ranking with the user's earlier
+items masked) and safe checkpoints mixed in; ``LLMTrainer`` for the LLM models of both tasks.
 
 ``get_trainer`` (in ``recbole_cora.utils``) wraps whichever RecBole trainer a model would get
 (``Trainer``, ``KGTrainer``, ...) with these mixins, so RecBole baselines and plugin models are
@@ -22,7 +23,7 @@ from recbole_cora import checkpoint as ckpt
 from recbole_cora.checkpoint import load_trainable, save_trainable  # noqa: F401 (re-exported)
 from recbole_cora.compat import atomic_torch_save, load_recbole_checkpoint
 from recbole_cora.evaluator import LabeledCollector, evaluate_groups, subset_struct
-from recbole_cora.utils import place_model
+from recbole_cora.model.abstract_llm_recommender import LLMRecommender, place_model
 
 
 def eval_row_subset(n, config):
@@ -59,17 +60,6 @@ class CheckpointMixin:
         return load_recbole_checkpoint(
             checkpoint_file, map_location=self.device, trusted_dirs=[self.checkpoint_dir]
         )
-
-    def resume_checkpoint(self, resume_file):
-        checkpoint = self._load_checkpoint(resume_file)
-        self.saved_model_file = str(resume_file)
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def load_best_model(self, model_file=None):
         checkpoint_file = model_file or self.saved_model_file
@@ -128,6 +118,56 @@ class LabeledEvaluationMixin(CheckpointMixin):
         return result
 
 
+class RankingEvaluationMixin(CheckpointMixin):
+    """RecBole's full-ranking evaluation, with the user's earlier items masked when ``mask_history`` is set (RecBole's
+    sequential evaluation ranks them too; its general models' evaluation already masks them), on the same
+    ``eval_rows`` users as the LLM models (RecBole's loaders list a split's users in ascending id order), and with
+    the number of users evaluated in the result (``users``)."""
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        n = len(eval_data._dataset) if eval_data.is_sequential else len(eval_data.uid_list)
+        rows = eval_row_subset(n, self.config)
+        evaluator = self.evaluator
+        if len(rows) < n:
+            self.evaluator = RowSubsetEvaluator(evaluator, rows)
+        try:
+            result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        finally:
+            self.evaluator = evaluator
+        result["users"] = len(rows)
+        return result
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self.config["mask_history"]:
+            mask_history(scores, interaction, self.config)
+        return interaction, scores, positive_u, positive_i
+
+
+class RowSubsetEvaluator:
+    """RecBole's Evaluator on some rows of the collected data only (the users of ``eval_rows``)."""
+
+    def __init__(self, evaluator, rows):
+        self.evaluator, self.rows = evaluator, torch.as_tensor(rows)
+
+    def evaluate(self, struct):
+        return self.evaluator.evaluate(subset_struct(struct, self.rows))
+
+
+def mask_history(scores, interaction, config):
+    """Set to -inf, in place, the scores of the items in each row's ID history (``item_id_list``), if it has one."""
+    field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+    if field in interaction:
+        history = interaction[field].to(scores.device)
+        rows = torch.arange(len(history), device=scores.device).unsqueeze(1).expand_as(history)
+        real = history > 0
+        scores[rows[real], history[real]] = -float("inf")
+    return scores
+
+
 @functools.lru_cache(maxsize=None)
 def with_mixin(mixin, base):
     """``base`` (a RecBole trainer class) with ``mixin`` in front of it, made once per pair."""
@@ -165,6 +205,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         config["device"] = self.accelerator.device
         model = place_model(model, self.accelerator.device)  # under device_map the LLM stays where it was put
         super().__init__(config, model)
+        self.next_item = config["task"] == "next_item"
         self.scheduler = None
         self._pending_scheduler = self._resume_position = self._resume_rng = None
         self._resumed = self._resumed_finished = False
@@ -196,12 +237,9 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
     def _prompt_lengths(self, data, rows):
         """Token counts of the rows' prompts (tokenized once, then cached), or None for a model without prompts."""
-        prompts = getattr(self.model, "prompts", None)
-        if prompts is None or not rows:
+        if not rows:
             return None
-        feat, index = data._dataset.inter_feat, torch.as_tensor(rows)
-        histories = feat[prompts.history_field][index].tolist() if prompts.history_field in feat else [[]] * len(rows)
-        return prompts.lengths(histories, feat[prompts.iid_field][index].tolist())
+        return self.model.prompt_lengths(data._dataset.inter_feat[torch.as_tensor(rows)])
 
     def _bucketed(self, data, rows, batch_size, epoch):
         """``rows`` reordered so that each batch holds prompts of similar length (less padding): chunks of 50
@@ -245,7 +283,10 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         rows = self._train_rows(train_data, epoch_idx)
         batch_size = self.config["train_batch_size"]
-        bucketing = self.config["length_bucketing"] == "train_and_eval" and hasattr(self.model, "prompts")
+        self.model.before_epoch(epoch_idx)
+        if self.next_item and (self.model.refresh_items_each_epoch or not self.model.has_item_matrix):
+            self.compute_item_matrix(show_progress)  # Laser's stage 1: every item's vector with this epoch's weights
+        bucketing = self.config["length_bucketing"] == "train_and_eval" and self._prompt_lengths(train_data, [0]) is not None
         if bucketing:  # the order is the sampling: the loader keeps it
             rows = self._bucketed(train_data, rows, batch_size, epoch_idx)
         loader = self.accelerator.prepare(
@@ -283,8 +324,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 loss = self.wrapped(interaction, return_loss=True)
                 self._check_nan(loss)
                 self.accelerator.backward(loss)
-                if hasattr(self.model, "release_adaptation"):
-                    self.model.release_adaptation()  # kept open for gradient checkpointing's recomputation
+                self.model.release_adaptation()  # kept open for gradient checkpointing's recomputation
                 if self.clip_grad_norm and self.accelerator.sync_gradients:
                     self.accelerator.clip_grad_norm_(self._trainable(), **self.clip_grad_norm)
                 self.optimizer.step()
@@ -338,9 +378,82 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         if load_best_model:
             self.load_best_model(model_file)
         self.model.eval()
-        struct = self.score_rows(self.model, eval_data, show_progress)
-        return evaluate_groups(self.evaluator, struct)
+        if self.next_item and not self.model.has_item_matrix:
+            self.compute_item_matrix(show_progress)
+        return self.evaluate_model(self.model, eval_data, show_progress)
 
+    def evaluate_model(self, model, eval_data, show_progress=False):
+        """``model``'s metrics on this trainer's evaluation rows (labeled) or users (next-item): the LLM model, or a
+        frozen encoder scored beside it on the same rows."""
+        if self.next_item:
+            result = self.evaluator.evaluate(self.rank_users(model, eval_data, show_progress))
+            result["users"] = len(self._eval_rows(eval_data))
+            return result
+        return evaluate_groups(self.evaluator, self.score_rows(model, eval_data, show_progress))
+
+    # ---------------------------------------------------------------- next-item evaluation
+    @torch.inference_mode()
+    def compute_item_matrix(self, show_progress=False):
+        """Every item's vector (``model.item_vectors``), items split between processes and gathered, set as the
+        model's item matrix (row 0, the padding item, stays 0)."""
+        n_items = self.model.n_items
+        was_training = self.model.training
+        self.model.eval()
+        ids = list(range(1, n_items))
+        local = {"row": [], "vector": []}
+        with self.accelerator.split_between_processes(ids) as mine:
+            size = int(self.config["eval_batch_size"])
+            for start in tqdm(range(0, len(mine), size), ncols=100, desc=set_color("Item matrix", "pink"),
+                              disable=not show_progress or not self.accelerator.is_main_process):
+                batch = torch.tensor(mine[start: start + size])
+                local["vector"].append(self.model.item_vectors(batch).float().cpu())
+                local["row"].append(batch)
+        rows = torch.cat(local["row"]) if local["row"] else torch.zeros(0, dtype=torch.long)
+        vectors = torch.cat(local["vector"]) if local["vector"] else torch.zeros(0, self.model.vector_size)
+        gathered = self._gather_rows({"row": rows, "vector": vectors})
+        matrix = torch.zeros(n_items, vectors.shape[1])
+        matrix[gathered["row"].long()] = gathered["vector"]
+        self.model.set_item_matrix(matrix)
+        self._save_prompt_caches()
+        self.model.train(was_training)
+
+    @torch.inference_mode()
+    def rank_users(self, model, eval_data, show_progress=False):
+        """Full ranking of every item for this trainer's evaluation users of ``eval_data`` (one row per user in
+        RecBole's sequential valid/test data), split between processes and gathered once: a RecBole DataStruct
+        whose ``rec.topk`` is what RecBole's Collector builds (hits in the top max(topk), then the number of
+        positives), for RecBole's ranking metrics. The user's earlier items are masked with ``mask_history``."""
+        rows = self._eval_rows(eval_data)
+        depth = max(self.config["topk"])
+        iid_field = self.config["ITEM_ID_FIELD"]
+        local = {"row": [], "hits": []}
+        with self.accelerator.split_between_processes(rows) as mine:
+            loader = self._row_loader(eval_data, mine, self.config["eval_batch_size"], shuffle=False)
+            position = 0
+            for interaction in tqdm(loader, total=len(loader), ncols=100, desc=set_color("Evaluate   ", "pink"),
+                                    disable=not show_progress or not self.accelerator.is_main_process):
+                interaction = interaction.to(self.device)
+                scores = model.full_sort_predict(interaction).view(len(interaction), -1).float().clone()
+                scores[:, 0] = -float("inf")
+                if self.config["mask_history"]:
+                    mask_history(scores, interaction, self.config)
+                top = torch.topk(scores, depth, dim=-1).indices
+                target = interaction[iid_field].to(top.device).view(-1, 1)
+                local["hits"].append((top == target).float().cpu())
+                local["row"].append(torch.tensor(mine[position: position + len(top)]))
+                position += len(top)
+        self._save_prompt_caches()
+        gathered = self._gather_rows({
+            "row": torch.cat(local["row"]) if local["row"] else torch.zeros(0, dtype=torch.long),
+            "hits": torch.cat(local["hits"]) if local["hits"] else torch.zeros(0, depth),
+        })
+        hits = gathered["hits"].long()
+        struct = DataStruct()
+        # integers, as RecBole's Collector makes them (NDCG indexes with the count of positives)
+        struct.set("rec.topk", torch.cat([hits, torch.ones(len(hits), 1, dtype=torch.long)], dim=1))  # one positive per user
+        return struct
+
+    # ---------------------------------------------------------------- labeled evaluation
     @torch.inference_mode()
     def score_rows(self, model, eval_data, show_progress=False):
         """``model.predict`` on this trainer's evaluation rows of ``eval_data``, split between processes
@@ -377,11 +490,12 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         return struct
 
     def _save_prompt_caches(self):
-        if self.accelerator.is_main_process and hasattr(self.model, "save_prompt_caches"):
+        if self.accelerator.is_main_process:
             self.model.save_prompt_caches()
 
     def _gather_rows(self, local):
-        """Every process's rows exactly once, in row order (padding added for the gather is dropped)."""
+        """Every process's rows exactly once, in row order (padding added for the gather is dropped). ``local``
+        maps names to tensors whose first dimension is the row; ``row`` holds the row indices."""
         if self.accelerator.num_processes == 1:
             order = torch.argsort(local["row"])  # rows may have been scored longest prompt first
             return {key: values[order] for key, values in local.items()}
@@ -389,7 +503,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         longest = int(self.accelerator.gather(n).max())
         out = {}
         for key, values in local.items():
-            padded = torch.full((longest,), -1.0 if key == "row" else 0.0, dtype=torch.float64)
+            padded = torch.full((longest, *values.shape[1:]), -1.0 if key == "row" else 0.0, dtype=torch.float64)
             padded[: len(values)] = values.double()
             out[key] = self.accelerator.gather(padded.to(self.accelerator.device)).cpu()
         keep = out["row"] >= 0
@@ -455,7 +569,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 shutil.rmtree(self.resume_dir / old)
         self.accelerator.wait_for_everyone()
 
-    def resume_checkpoint(self, resume_file):
+    def resume_from(self, resume_file):
         """Load the newest state of ``resume_file`` (a run's ``.resume`` folder or one of its states): the
         trainable parameters, optimizer, scheduler, RNG of every process and the position in the data."""
         resume_file = Path(resume_file)

@@ -28,12 +28,17 @@ def _find_module(module_path):
         return None
 
 
+# Names users know for RecBole models that RecBole calls otherwise: the same everywhere (--model, --compare).
+ALIASES = {"MF": "BPR"}
+
+
 def get_model(model_name):
-    """The model class named ``model_name``: a plugin model if there is one, else RecBole's.
+    """The model class named ``model_name``: a plugin model if there is one, else RecBole's (``MF`` is BPR).
 
     (RecBole's own ``get_model`` crashes on any unknown name when lightgbm is not installed.)"""
     from recbole_cora.compat import keep_anomaly_mode
 
+    model_name = ALIASES.get(model_name, model_name)
     for package in PLUGIN_MODEL_PACKAGES + [f"recbole.model.{p}" for p in RECBOLE_MODEL_PACKAGES]:
         module_path = f"{package}.{model_name.lower()}"
         with keep_anomaly_mode():  # importing RecBole's sequential package turns anomaly detection on
@@ -52,8 +57,9 @@ def get_model(model_name):
 
 
 def get_trainer(model_type, model_name, config=None):
-    """The trainer for a model: the plugin's ``<Model>Trainer`` if it exists, else RecBole's choice,
-    with labeled all/warm/cold evaluation (``eval_args.mode: labeled``) and safe checkpoints mixed in."""
+    """The trainer for a model: the plugin's ``<Model>Trainer`` if it exists, ``LLMTrainer`` for LLM models, else
+    RecBole's choice, with the task's evaluation and safe checkpoints mixed in: labeled all/warm/cold evaluation
+    (``eval_args.mode: labeled``) or RecBole's ranking with the user's earlier items masked (``mask_history``)."""
     from recbole_cora import trainer as plugin_trainers
 
     from recbole_cora.model.abstract_llm_recommender import LLMRecommender
@@ -62,24 +68,28 @@ def get_trainer(model_type, model_name, config=None):
     if base is None and issubclass(get_model(model_name), LLMRecommender):
         base = plugin_trainers.LLMTrainer
     base = base or recbole_get_trainer(model_type, model_name)
-    labeled = config is None or "labeled" in config["eval_args"]["mode"].values()
-    mixin = plugin_trainers.LabeledEvaluationMixin if labeled else plugin_trainers.CheckpointMixin
+    modes = set(config["eval_args"]["mode"].values()) if config is not None else {"labeled"}
+    if "labeled" in modes:
+        mixin = plugin_trainers.LabeledEvaluationMixin
+    elif "full" in modes:
+        mixin = plugin_trainers.RankingEvaluationMixin
+    else:
+        mixin = plugin_trainers.CheckpointMixin
     if issubclass(base, mixin):
         return base
     return plugin_trainers.with_mixin(mixin, base)
 
 
 def create_dataset(config):
-    """The plugin's ``LabeledDataset`` for labeled protocols; RecBole's own dataset otherwise."""
+    """The plugin's ``LabeledDataset`` for labeled protocols, ``NextItemDataset`` (RecBole's sequential data with
+    item text) for sequential models of the next-item task; RecBole's own dataset otherwise."""
     from recbole.data import create_dataset as recbole_create_dataset
+    from recbole.utils import ModelType
 
-    from recbole_cora.data import LabeledDataset
+    from recbole_cora.data import LabeledDataset, NextItemDataset
 
-    if "labeled" not in config["eval_args"]["mode"].values():
-        return recbole_create_dataset(config)
-    return LabeledDataset(config)
-
-
-def place_model(model, device):
-    """``model`` on ``device``; an LLM recommender keeps its LLM where ``device_map`` put it (``place``)."""
-    return model.place(device) if hasattr(model, "place") else model.to(device)
+    if "labeled" in config["eval_args"]["mode"].values():
+        return LabeledDataset(config)
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["task"] == "next_item":
+        return NextItemDataset(config)
+    return recbole_create_dataset(config)

@@ -44,3 +44,26 @@ def assert_same_scores_and_gradients(model, reference, batch):
     for name, p in ours.items():
         assert p.device.type != "meta" and p.grad is not None, name
         assert torch.allclose(p.grad, theirs[name].grad, atol=1e-5), name
+
+
+def ml100k_slice(folder, name="ml100k-slice", max_user=120):
+    """RecBole's ml-100k atomic files cut to the users with id <= ``max_user`` (all their ratings), with its
+    whole .item file: a small real dataset for the next-item task. Returns the data_path to use."""
+    import recbole
+
+    source = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
+    data = Path(folder) / name
+    data.mkdir(parents=True, exist_ok=True)
+    lines = (source / "ml-100k.inter").read_text().splitlines()
+    kept = [lines[0]] + [line for line in lines[1:] if int(line.split("\t")[0]) <= max_user]
+    (data / f"{name}.inter").write_text("\n".join(kept) + "\n")
+    (data / f"{name}.item").write_text((source / "ml-100k.item").read_text())
+    return str(Path(folder))
+
+
+# The options a next-item test needs on that slice (no dataset config names it).
+SLICE_OPTIONS = {
+    "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "movie_title", "release_year"]},
+    "text_fields": ["movie_title", "release_year"], "item_text_template": "{movie_title} ({release_year})",
+    "MAX_ITEM_LIST_LENGTH": 20,
+}

@@ -16,7 +16,7 @@ from recbole.data import data_preparation
 from recbole.utils import init_seed
 
 from recbole_cora.config import Config
-from recbole_cora.model.collaborative import run_cf_stage
+from recbole_cora.stages import run_cf_stage
 from recbole_cora.model.llm_recommender.cora import CoRA
 from recbole_cora.utils import create_dataset, get_trainer
 

@@ -6,7 +6,8 @@ import torch
 from recbole.data import data_preparation
 
 from recbole_cora.config import Config
-from recbole_cora.model.collaborative import CFCheckpointError, FrozenCFEncoder, run_cf_stage
+from recbole_cora.model.encoders import CFCheckpointError, FrozenCFEncoder
+from recbole_cora.stages import run_cf_stage
 from recbole_cora.utils import create_dataset
 
 from conftest import QUIET
@@ -103,7 +104,7 @@ def test_a_stage_for_another_split_dataset_or_id_mapping_is_refused(tmp_path):
 
 
 def test_the_llm_models_training_options_do_not_leak_into_the_cf_stage(tmp_path):
-    from recbole_cora.model.collaborative import cf_stage_config
+    from recbole_cora.stages import cf_stage_config
 
     path = small_data(tmp_path)
     config = Config("FM", "cfsmall", config_dict={**QUIET, "data_path": path, "threshold": {"rating": 4}, "epochs": 1,

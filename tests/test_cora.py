@@ -9,7 +9,7 @@ from recbole.utils import init_seed
 from recbole_cora import run_recbole_cora
 from recbole_cora.config import Config
 from recbole_cora.llm.scoring import last_position_answer_logits
-from recbole_cora.model.collaborative import run_cf_stage
+from recbole_cora.stages import run_cf_stage
 from recbole_cora.model.llm_recommender.cora import CoRA
 from recbole_cora.trainer import LLMTrainer
 from recbole_cora.utils import create_dataset, get_trainer

@@ -10,9 +10,9 @@ from recbole_cora import run_recbole_cora
 from recbole_cora.compat import UntrustedCheckpointError
 from recbole_cora.config import Config
 from recbole_cora.llm.scoring import last_position_answer_logits
-from recbole_cora.model.collaborative import CFCheckpointError
+from recbole_cora.model.encoders import CFCheckpointError, FrozenDINEncoder
 from recbole_cora.model.llm_recommender.reclora import RecLoRA
-from recbole_cora.model.sequential_encoder import FrozenSequentialEncoder, run_sequential_stage, sequential_stage_config
+from recbole_cora.stages import din_stage_config, prepare_stages, run_din_stage
 from recbole_cora.utils import create_dataset
 
 from conftest import QUIET
@@ -38,6 +38,7 @@ def build(tiny_llm, stage_root, **extra):
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
+    prepare_stages(config, dataset, RecLoRA)  # as the pipeline does: the model only reads the finished stage
     torch.manual_seed(0)
     return config, RecLoRA(config, train._dataset), (train, valid, test)
 
@@ -118,7 +119,7 @@ def test_the_llm_sees_the_short_history_and_din_the_long_one(tiny_llm, stage_roo
 
 def test_din_stage_trains_on_the_labeled_rows_with_the_long_history(tiny_llm):
     config = Config("RecLoRA", "ml-100k", config_dict={**SMALL_RECLORA, "llm_path": tiny_llm, "epochs": 7})
-    din = sequential_stage_config(config)
+    din = din_stage_config(config)
     assert din["model"] == "DIN" and din["train_neg_sample_args"]["distribution"] == "none"  # labels, no sampled negatives
     assert din["MAX_ITEM_LIST_LENGTH"] == 8 and din["epochs"] == 1 and din["embedding_size"] == 8  # not the LLM's epochs
     assert din["time_window"] == config["time_window"] and din["eval_args"] == config["eval_args"]
@@ -135,7 +136,7 @@ def test_din_representation_is_its_final_hidden_state(tiny_llm, stage_root):
     config, model, (train, _, _) = build(tiny_llm, stage_root)
     batch = first_batch(train)
     encoder = model.cf_encoder
-    assert isinstance(encoder, FrozenSequentialEncoder) and encoder.cf_model == "DIN"
+    assert isinstance(encoder, FrozenDINEncoder) and encoder.cf_model == "DIN"
     u = model.user_representation(batch)
     assert u.shape == (16, 16)  # the last of mlp_hidden_size [32, 16]
     logits = encoder.din.dnn_predict_layers(u).squeeze(-1)
@@ -208,16 +209,16 @@ def test_din_stage_is_reused_and_refused_for_another_split_or_an_untrusted_file(
     stamp = os.stat(os.path.join(stage, "encoder.json")).st_mtime_ns
     dataset = create_dataset(config)
     dataset.build()
-    assert str(run_sequential_stage(config, dataset)) == stage  # found again, not retrained
+    assert str(run_din_stage(config, dataset)) == stage  # found again, not retrained
     assert os.stat(os.path.join(stage, "encoder.json")).st_mtime_ns == stamp
     other_split = {"split": {"RS": [0.7, 0.15, 0.15]}, "order": "TO", "group_by": None, "mode": "labeled"}
     other_config = Config("RecLoRA", "ml-100k", config_dict={**SMALL_RECLORA, "llm_path": tiny_llm,
                                                             "cf_checkpoint_dir": stage_root, "eval_args": other_split})
     other_train, _, _ = data_preparation(other_config, create_dataset(other_config))
     with pytest.raises(CFCheckpointError, match="another split"):
-        FrozenSequentialEncoder.from_stage(stage, other_train._dataset)
+        FrozenDINEncoder.from_stage(stage, other_train._dataset)
     with pytest.raises(CFCheckpointError, match="differs from the model's"):
-        run_sequential_stage(config, other_train._dataset)  # this run's stage, another run's split
+        run_din_stage(config, other_train._dataset)  # this run's stage, another run's split
     other_config["reclora_stage_dir"] = stage
     with pytest.raises(CFCheckpointError, match="another split"):
         RecLoRA(other_config, other_train._dataset)
@@ -228,7 +229,7 @@ def test_din_stage_is_reused_and_refused_for_another_split_or_an_untrusted_file(
     try:
         os.symlink(outside, checkpoint)
         with pytest.raises(UntrustedCheckpointError, match="refusing to unpickle"):
-            FrozenSequentialEncoder.from_stage(stage, dataset)
+            FrozenDINEncoder.from_stage(stage, dataset)
     finally:
         os.remove(checkpoint)
         os.replace(outside, checkpoint)

@@ -4,24 +4,23 @@ What it adds to RecBole's ``Dataset`` (everything else, from atomic-file loading
 RecBole's own):
 
 * a split by time boundaries, ``eval_args: {split: {TB: ['2002-04-01', '2002-09-01']}}``;
-* the raw text of configured item fields (``text_fields``), read as written in the ``.item`` file;
+* the raw text of configured item fields (``text_fields``), read as written in the ``.item`` file (``ItemTextMixin``);
 * per interaction, the user's last ``history_len`` positive items before it (``HISTORY_FIELD``);
 * per interaction of every split, a warm flag (``WARM_FIELD``): user and item both in the train split;
 * for RecBole's general models (BPR-style), a train split of positives only;
 * one-pass interaction-count filtering (``inter_num_filter_passes: 1``), as in CoLLM's Amazon-Book.
 """
 
-import csv
-import hashlib
 import os
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
 import numpy as np
-import pandas as pd
 import torch
 from recbole.data.dataset import Dataset
 from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
+
+from recbole_cora.data.item_text import ItemTextMixin
 
 
 def parse_time(value, option):
@@ -44,9 +43,9 @@ def _conf(config, key, default):
     return default if value is None else value
 
 
-class LabeledDataset(Dataset):
+class LabeledDataset(ItemTextMixin, Dataset):
     def __init__(self, config):
-        self.text_fields = list(_conf(config, "text_fields", []))
+        self._init_item_text(config)
         self.history_len = int(_conf(config, "history_len", 0))
         self.history_field = _conf(config, "HISTORY_FIELD", "history_item_id")
         self.warm_field = _conf(config, "WARM_FIELD", "warm")
@@ -55,7 +54,6 @@ class LabeledDataset(Dataset):
             raise ValueError(
                 f"history_tie_order '{self.history_tie_order}': use 'file', 'item_first_seen' or 'exclude'."
             )
-        self.item_texts = None
         self.history_length_field = None
         if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
             # Sequential CTR models (DIN, DIEN) read RecBole's item_id_list / item_length fields.
@@ -66,68 +64,11 @@ class LabeledDataset(Dataset):
 
     # ------------------------------------------------------------------ loading
     def _load_data(self, token, dataset_path):
-        # RecBole would try to download an unknown dataset folder: say what to set instead.
-        inter_file = os.path.join(dataset_path, f"{token}.inter")
-        if not os.path.isdir(dataset_path):
-            raise FileNotFoundError(
-                f"dataset folder '{dataset_path}' does not exist. Set `data_path` to the folder that "
-                f"contains '{token}/{token}.inter' (e.g. --data_path=../shared/datasets), or check "
-                "the `dataset` name."
-            )
-        if self.benchmark_filename_list is None and not os.path.isfile(inter_file):
-            raise FileNotFoundError(
-                f"atomic file '{inter_file}' is missing: a dataset needs at least '{token}.inter' "
-                "in its folder (see docs/datasets.md)."
-            )
-        for suffix in ("inter", "item", "user"):
-            self._check_header(os.path.join(dataset_path, f"{token}.{suffix}"))
         super()._load_data(token, dataset_path)
         self.row_counts = [("in the file", len(self.inter_feat))]
         if self.history_tie_order == "item_first_seen":
             first = self.inter_feat[self.iid_field].drop_duplicates(keep="first")
             self._item_first_row = dict(zip(first.values, first.index))  # position in the file
-        if self.text_fields:
-            self._raw_item_text = self._read_raw_item_text(token, dataset_path)
-
-    def _check_header(self, path):
-        """Every column of an atomic file's header is ``name:type`` (RecBole would fail on an unpacking error)."""
-        if not os.path.isfile(path):
-            return
-        with open(path, encoding=self.config["encoding"] or "utf-8") as f:
-            header = f.readline().rstrip("\r\n").split(self.config["field_separator"])
-        types = {t.value for t in FeatureType}
-        bad = [column for column in header if column.count(":") != 1 or column.split(":")[1] not in types]
-        if bad:
-            raise ValueError(
-                f"the header of '{path}' has column(s) {bad} without a valid type: every column is written "
-                f"name:type with type one of {sorted(types)}, e.g. user_id:token, rating:float (RecBole's "
-                "atomic files; see docs/datasets.md)."
-            )
-
-    def _read_raw_item_text(self, token, dataset_path):
-        """The text fields exactly as written in the .item file (RecBole splits token_seq on spaces)."""
-        path = os.path.join(dataset_path, f"{token}.item")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"`text_fields` {self.text_fields} need the item file '{path}', which is missing. "
-                "Add it, or set `text_fields: []`."
-            )
-        sep = self.config["field_separator"]
-        with open(path, encoding=self.config["encoding"] or "utf-8") as f:
-            header = f.readline().rstrip("\r\n").split(sep)
-        names = [column.split(":")[0] for column in header]
-        missing = [field for field in self.text_fields if field not in names]
-        if missing or self.iid_field not in names:
-            raise ValueError(
-                f"text field(s) {missing or [self.iid_field]} named in `text_fields` are not columns "
-                f"of '{path}' (its columns: {names}). Fix `text_fields` in your YAML or the file's header."
-            )
-        frame = pd.read_csv(
-            path, sep=sep, header=0, names=names, dtype=str, keep_default_na=False,
-            quoting=csv.QUOTE_NONE, usecols=[self.iid_field] + self.text_fields, engine="python",
-            encoding=self.config["encoding"] or "utf-8",
-        )
-        return frame.drop_duplicates(self.iid_field, keep="first").set_index(self.iid_field)
 
     # ------------------------------------------------------------------ processing
     def _filter_by_inter_num(self):
@@ -207,39 +148,10 @@ class LabeledDataset(Dataset):
                 "it must be 0/1. Use `threshold` to derive labels from a rating column."
             )
 
-    def _normalize(self):
-        """Never normalize the time field (RecBole's ml-100k.yaml sets ``normalize_all: True``): splits,
-        windows and history order need real time."""
-        raw_time = self.inter_feat[self.time_field].copy() if self.time_field in self.inter_feat else None
-        super()._normalize()
-        if raw_time is not None:
-            self.inter_feat[self.time_field] = raw_time
-
     def _data_processing(self):
-        super()._data_processing()
-        if self.text_fields:
-            self.item_texts = self._align_item_texts()
+        super()._data_processing()  # item text (ItemTextMixin)
         if self.history_len > 0:
             self._add_histories()
-
-    def _align_item_texts(self):
-        """One dict of raw text fields per internal item id (index 0 is RecBole's padding id)."""
-        placeholder = _conf(self.config, "missing_text_placeholder", "")
-        tokens = self.field2id_token[self.iid_field]
-        raw = self._raw_item_text
-        texts, missing = [], 0
-        for token in tokens:
-            if token in raw.index:
-                texts.append(raw.loc[token].to_dict())
-            else:
-                texts.append({field: placeholder for field in self.text_fields})
-                missing += token != "[PAD]"
-        if missing:
-            self.logger.warning(
-                f"{missing} item(s) have no row in '{self.dataset_name}.item': their text fields use "
-                f"`missing_text_placeholder` ('{placeholder}')."
-            )
-        return texts
 
     def _history_order(self):
         """Row order in which histories accumulate: by time; ties as ``history_tie_order`` says."""
@@ -379,41 +291,3 @@ class LabeledDataset(Dataset):
             + f": training on the {len(keep)} positive rows of {len(feat)} labeled train rows"
         )
         return train.copy(feat[keep])
-
-    # ------------------------------------------------------------------ facts for later stages
-    def item_text(self, item_id):
-        """The raw text fields of an internal item id, as a dict ``{field: text}``."""
-        if self.item_texts is None:
-            raise ValueError("no `text_fields` are configured for this dataset.")
-        return self.item_texts[item_id]
-
-    def item_title(self, item_id):
-        """An item's text as prompts show it: ``item_text_template`` filled with its text fields
-        (the fields joined by spaces when no template is set)."""
-        fields = self.item_text(item_id)
-        template = self.config["item_text_template"]
-        if not template:
-            return " ".join(value for value in fields.values() if value)
-        try:
-            return template.format(**fields)
-        except KeyError as err:
-            raise ValueError(
-                f"item_text_template '{template}' names {err}, which is not in text_fields {self.text_fields}."
-            ) from None
-
-    def split_fingerprint(self, datasets):
-        """A digest of the split: which (user, item, time, label) rows fall into which part."""
-        digest = hashlib.sha256()
-        digest.update(self.dataset_name.encode())
-        for part in datasets:
-            feat = part.inter_feat
-            users = np.asarray(self.field2id_token[self.uid_field])[feat[self.uid_field].numpy()]
-            items = np.asarray(self.field2id_token[self.iid_field])[feat[self.iid_field].numpy()]
-            columns = [users.astype(str), items.astype(str)]
-            for field in (self.time_field, self.label_field):
-                if field in feat:
-                    columns.append(feat[field].numpy().astype(str))
-            rows = sorted("\t".join(values) for values in zip(*columns))
-            digest.update(str(len(rows)).encode())
-            digest.update("\n".join(rows).encode())
-        return digest.hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""Text prompts (TALLRec style, no ID tokens) built from a LabeledDataset's histories and item text.
+"""Text prompts (TALLRec style, no ID tokens) built from a dataset's histories and item text (both tasks).
 
 Each distinct prompt is tokenized once and cached (as a whole string, so the token ids are exactly
 what the tokenizer gives for the full text): in memory for the run, and on disk in ``token_cache_dir``
@@ -10,25 +10,30 @@ never cut.
 
 import hashlib
 import json
-import os
 from logging import getLogger
 from pathlib import Path
 
 import torch
+
+from recbole_cora.io import atomic_path
 
 
 class PromptBuilder:
     """``slots`` names extra template slots (e.g. CoLLM's ``user_emb``, ``item_emb``) that are filled
     with one placeholder token each, whose input embedding a model replaces."""
 
-    def __init__(self, config, dataset, tokenizer, option="prompt_template", slots=(), context_length=None):
+    def __init__(self, config, dataset, tokenizer, option="prompt_template", slots=(), context_length=None,
+                 with_target=True, shown=None):
         self.template = config[option]
         self.slots = tuple(slots)
-        if not self.template or "{target}" not in self.template:
+        self.shown = shown  # show only the last ``shown`` history items (None: all the row carries)
+        if with_target and (not self.template or "{target}" not in self.template):
             raise ValueError(
                 f"{option} must contain the slot {{target}} (and usually {{history}}); got {self.template!r}."
             )
-        known = ["history", "target", *self.slots]
+        if not with_target and (not self.template or "{history}" not in self.template):
+            raise ValueError(f"{option} must contain the slot {{history}}; got {self.template!r}.")
+        known = ["history", *(["target"] if with_target else []), *self.slots]
         try:
             self.template.format(**{name: "" for name in known})
         except (KeyError, IndexError) as err:
@@ -110,10 +115,8 @@ class PromptBuilder:
         offsets = torch.zeros(len(items) + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(lengths, 0)
         ids = torch.tensor([i for _, row in items for i in row], dtype=torch.int32)
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_file.with_name(f".{self.cache_file.name}.tmp-{os.getpid()}")
-        save_file({"keys": keys, "offsets": offsets, "ids": ids}, str(tmp))
-        os.replace(tmp, self.cache_file)
+        with atomic_path(self.cache_file) as tmp:
+            save_file({"keys": keys, "offsets": offsets, "ids": ids}, str(tmp))
         self._saved = len(items)
 
     def lengths(self, histories, targets):
@@ -125,15 +128,20 @@ class PromptBuilder:
         """The text the answer follows (for finding the answer tokens)."""
         return self.template.rstrip("\n").split("{target}")[-1] or self.template
 
-    def text(self, history, target):
-        """The prompt of one row: ``history`` are item ids, oldest first (0 = padding)."""
-        titles = [self.titles[i] for i in history if i > 0]
+    def _history(self, history):
+        """The history items a prompt shows: the real ones (0 = padding), the last ``shown`` of them."""
+        history = [i for i in history if i > 0]
+        return history[-self.shown:] if self.shown else history
+
+    def text(self, history, target=0):
+        """The prompt of one row: ``history`` are item ids, oldest first (0 = padding); ``target`` 0: none."""
+        titles = [self.titles[i] for i in self._history(history)]
         shown = self.separator.join(titles) if titles else self.empty_history
         fill = {slot: self.placeholder for slot in self.slots}
         return self.template.format(history=shown, target=self.titles[target], **fill)
 
     def _encode(self, history, target):
-        history = [i for i in history if i > 0]
+        history = self._history(history)
         dropped = False
         while True:
             ids = self.tokenizer.encode(self.text(history, target))
@@ -152,7 +160,7 @@ class PromptBuilder:
         """Token id lists for rows given as (history id lists, target ids); cached per distinct prompt."""
         out = []
         for history, target in zip(histories, targets):
-            key = (target, *[i for i in history if i > 0])
+            key = (target, *self._history(history))
             ids = self._cache.get(key)
             if ids is None:
                 before = self.truncated
@@ -165,11 +173,19 @@ class PromptBuilder:
             out.append(ids)
         return out
 
-    def batch(self, interaction, device=None):
-        """(input_ids, attention_mask) of a batch, right-padded (the last real token ends each row)."""
+    def rows(self, interaction, with_target=True):
+        """(histories, targets) of a batch's rows (targets 0 when the prompt shows none)."""
         histories = interaction[self.history_field].tolist() if self.history_field in interaction else [[]] * len(interaction)
-        targets = interaction[self.iid_field].tolist()
-        rows = self.token_ids(histories, targets)
+        targets = interaction[self.iid_field].tolist() if with_target else [0] * len(histories)
+        return histories, targets
+
+    def batch(self, interaction, device=None, with_target=True):
+        """(input_ids, attention_mask) of a batch, right-padded (the last real token ends each row)."""
+        rows = self.token_ids(*self.rows(interaction, with_target))
+        return self.pad(rows, device)
+
+    def pad(self, rows, device=None):
+        """Token id lists as (input_ids, attention_mask), right-padded."""
         width = max(map(len, rows))
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -9,7 +9,7 @@ from recbole.evaluator.collector import DataStruct
 GROUPS = ("all", "warm", "cold")
 
 
-ROW_KEYS = ("rec.score", "data.label", "data.uid", "data.warm")
+ROW_KEYS = ("rec.score", "data.label", "data.uid", "data.warm", "rec.topk")
 
 
 def subset_struct(struct, index):

@@ -1,5 +1,9 @@
-"""Yes/No scoring: only the last prompt position goes through the output head, and only the rows of
-the answer tokens (a 49k-row head costs as much as several layers; two rows cost nothing)."""
+"""The task heads on the LLM.
+
+* labeled: Yes/No scoring. Only the last prompt position goes through the output head, and only the rows of the
+  answer tokens (a 49k-row head costs as much as several layers; two rows cost nothing);
+* next-item: ``hidden_at``, the last hidden state at one position per row (Laser's suffix token).
+"""
 
 import torch
 
@@ -67,3 +71,10 @@ class AnswerScorer:
     def __call__(self, llm, input_ids, attention_mask, inputs_embeds=None):
         logits = last_position_answer_logits(llm, input_ids, attention_mask, self.answer_ids, inputs_embeds)
         return logits[:, 0] if self.mode == "yes_logit" else logits[:, 0] - logits[:, 1]
+
+
+def hidden_at(llm, inputs_embeds, attention_mask, positions):
+    """The next-item head's read-out: the decoder's last hidden state at ``positions`` (one per row), no KV cache.
+    The output head is never run."""
+    hidden = llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]

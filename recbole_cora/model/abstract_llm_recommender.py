@@ -1,12 +1,17 @@
-"""What every LLM recommender of the package shares: the frozen LLM, prompts and Yes/No scoring.
+"""What every LLM recommender of the package shares, and the head of each task.
 
-A subclass says how collaborative information enters the LLM for a batch (``adapt``: a context in
-which the LLM's forward is adapted, e.g. CoRA's per-sample LoRA) and which parameters it trains.
+* ``LLMRecommender``: the frozen LLM (loading, placement under ``device_map``, gradient checkpointing), the
+  per-batch adaptation context (``adapt``: e.g. CoRA's per-sample LoRA), the trainable state, the stages a
+  model needs (``required_stages``) and the frozen encoder the pipeline scores beside it (``reference_encoder``);
+* ``LabeledLLMRecommender``: the labeled task's head: a Yes/No prompt, the answer logit, BCE;
+* ``NextItemLLMRecommender`` (``next_item_llm_recommender.py``): the next-item task's head: a vector read from
+  the LLM's hidden state, scored against every item's vector.
 """
 
 import contextlib
 
 import torch
+import torch.nn.functional as F
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import InputType, ModelType
 from torch import nn
@@ -15,18 +20,26 @@ from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.llm import AnswerScorer, execution_device, load_llm
 
 
+def place_model(model, device):
+    """``model`` on ``device``; an LLM recommender keeps its LLM where ``device_map`` put it (``LLMRecommender.place``)."""
+    return model.place(device) if isinstance(model, LLMRecommender) else model.to(device)
+
+
 class LLMRecommender(AbstractRecommender):
-    type = ModelType.CONTEXT
+    """The frozen LLM and what every LLM model does with it; a task's head is a subclass."""
+
     input_type = InputType.POINTWISE
-    uses_cf_encoder = False
+    tasks = ()  # the tasks a model runs, its own first (recbole_cora.config.model_tasks)
     # Rows of the train split the LLM side learns from, fixed for the run (RecLoRA's Few2Many); None: all rows.
     train_row_subset = None
+    # Between training stages (CoLLM's steps, Laser's stages) the next stage starts from the previous one's best
+    # saved model (True) or from its last weights (False).
+    stage_starts_from_best = False
 
     def __init__(self, config, dataset):
         super().__init__()
         self.USER_ID = config["USER_ID_FIELD"]
         self.ITEM_ID = config["ITEM_ID_FIELD"]
-        self.LABEL = config["LABEL_FIELD"]
         if not dataset.text_fields:
             raise ValueError(
                 f"{type(self).__name__} reads item text: set `text_fields` (and `item_text_template`) for "
@@ -37,9 +50,31 @@ class LLMRecommender(AbstractRecommender):
         self.llm, self.tokenizer = load_llm(config)
         self.gradient_checkpointing = False
         self.set_gradient_checkpointing(bool(config["gradient_checkpointing"]))
-        self.prompts = PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
-        self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
-        self.loss = nn.BCEWithLogitsLoss()
+
+    # ---------------------------------------------------------------- what the pipeline and trainer ask
+    @classmethod
+    def required_stages(cls, config):
+        """Pretraining stages this model reads, ``{kind: config option of its folder}`` (kinds: see
+        ``recbole_cora.stages.RUNNERS``); the pipeline runs them before the model is built."""
+        return {}
+
+    def reference_encoder(self):
+        """The frozen encoder whose own scores the pipeline reports beside this model's (None: none)."""
+        return None
+
+    def training_stages(self):
+        """The model's training stages, run one after the other with a trainer each ([None]: one plain stage)."""
+        return [None]
+
+    def set_stage(self, stage):
+        """Switch to training stage ``stage`` (one of ``training_stages()``)."""
+
+    def before_epoch(self, epoch):
+        """Called by the trainer before each training epoch."""
+
+    def prompt_lengths(self, interaction):
+        """Token counts of the batch's prompts (length bucketing), or None for a model without them."""
+        return None
 
     def set_gradient_checkpointing(self, enabled):
         """Recompute the frozen LLM's activations in the backward pass (less memory, about one more forward)."""
@@ -84,21 +119,6 @@ class LLMRecommender(AbstractRecommender):
         if context is not None:
             context.__exit__(None, None, None)
 
-    def forward(self, interaction, return_loss=False):
-        device = execution_device(self.llm.get_input_embeddings())
-        input_ids, attention_mask = self.prompts.batch(interaction, device)
-        with self.adapted(interaction):
-            scores = self.scorer(self.llm, input_ids, attention_mask)
-        if return_loss:  # the loss goes through forward so that a DDP-wrapped model syncs gradients
-            return self.loss(scores, interaction[self.LABEL].to(scores.device).float())
-        return scores
-
-    def calculate_loss(self, interaction):
-        return self.forward(interaction, return_loss=True)
-
-    def predict(self, interaction):
-        return torch.sigmoid(self.forward(interaction))
-
     def train(self, mode=True):
         """The frozen LLM stays in eval mode (no dropout) while the trainable parts train."""
         super().train(mode)
@@ -138,3 +158,106 @@ class LLMRecommender(AbstractRecommender):
         """Only what this model learns: the frozen LLM and CF encoder are never saved with it."""
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {name: t for name, t in self.state_dict().items() if name in names}
+
+
+class LabeledLLMRecommender(LLMRecommender):
+    """The labeled task's head: a Yes/No prompt per (user, item) row; score = the answer logit at the last
+    position (``AnswerScorer``); BCE against the label."""
+
+    type = ModelType.CONTEXT
+    tasks = ("labeled",)
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.LABEL = config["LABEL_FIELD"]
+        self.prompts = PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
+        self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
+        self.loss = nn.BCEWithLogitsLoss()
+
+    def prompt_lengths(self, interaction):
+        return self.prompts.lengths(*self.prompts.rows(interaction))
+
+    def forward(self, interaction, return_loss=False):
+        device = execution_device(self.llm.get_input_embeddings())
+        input_ids, attention_mask = self.prompts.batch(interaction, device)
+        with self.adapted(interaction):
+            scores = self.scorer(self.llm, input_ids, attention_mask)
+        if return_loss:  # the loss goes through forward so that a DDP-wrapped model syncs gradients
+            return self.loss(scores, interaction[self.LABEL].to(scores.device).float())
+        return scores
+
+    def calculate_loss(self, interaction):
+        return self.forward(interaction, return_loss=True)
+
+    def predict(self, interaction):
+        return torch.sigmoid(self.forward(interaction))
+
+
+class NextItemLLMRecommender(LLMRecommender):
+    """The next-item task's head: a user vector read from the LLM's hidden state (``user_vectors``) is scored
+    against every item's vector (``item_vectors``), kept as an item matrix that the trainer computes with
+    ``compute_item_matrix`` (items split between processes) and the model keeps with its trained state.
+
+    Score: cos(h_u, h_i) / ``temperature``; loss: cross-entropy over all items (InfoNCE with every other item as
+    a negative). RecBole's sequential rows: ``item_id_list`` (the ID history, oldest first) and the next item."""
+
+    type = ModelType.SEQUENTIAL
+    tasks = ("next_item",)
+    refresh_items_each_epoch = False  # recompute the item matrix before every training epoch
+
+    def __init__(self, config, dataset, vector_size):
+        super().__init__(config, dataset)
+        self.ITEM_SEQ = self.ITEM_ID + config["LIST_SUFFIX"]
+        self.n_items = dataset.item_num
+        self.vector_size = int(vector_size)
+        self.temperature = float(config["temperature"])
+        self.register_buffer("item_matrix", torch.zeros(self.n_items, self.vector_size))
+        self.register_buffer("item_matrix_ready", torch.tensor(False))
+
+    def user_vectors(self, interaction):
+        """(batch, vector_size) user vectors, and an auxiliary loss term (0 if none)."""
+        raise NotImplementedError
+
+    def item_vectors(self, item_ids):
+        """(len(item_ids), vector_size) item vectors."""
+        raise NotImplementedError
+
+    @property
+    def has_item_matrix(self):
+        return bool(self.item_matrix_ready)
+
+    def set_item_matrix(self, matrix):
+        self.item_matrix.copy_(matrix.to(self.item_matrix))
+        self.item_matrix_ready.fill_(True)
+
+    def logits(self, users):
+        """cos(h_u, h_i) / tau for every item (the padding item 0 never ranks)."""
+        items = F.normalize(self.item_matrix, dim=-1)
+        logits = F.normalize(users.float(), dim=-1).to(items.device) @ items.t() / self.temperature
+        padding = torch.zeros_like(logits, dtype=torch.bool)
+        padding[:, 0] = True
+        return logits.masked_fill(padding, -float("inf"))
+
+    def forward(self, interaction, return_loss=False):
+        users, auxiliary = self.user_vectors(interaction)
+        logits = self.logits(users)
+        if return_loss:  # the loss goes through forward so that a DDP-wrapped model syncs gradients
+            target = interaction[self.ITEM_ID].to(logits.device)
+            return F.cross_entropy(logits, target) + auxiliary
+        return logits
+
+    def calculate_loss(self, interaction):
+        return self.forward(interaction, return_loss=True)
+
+    def full_sort_predict(self, interaction):
+        return self.forward(interaction)
+
+    def predict(self, interaction):
+        logits = self.forward(interaction)
+        return logits.gather(1, interaction[self.ITEM_ID].to(logits.device).view(-1, 1)).squeeze(1)
+
+    def trainable_state_dict(self):
+        """The trainable parameters and the item matrix they were scored against (stage 2 keeps it fixed)."""
+        state = super().trainable_state_dict()
+        state.update({"item_matrix": self.item_matrix, "item_matrix_ready": self.item_matrix_ready})
+        return state

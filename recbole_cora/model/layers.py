@@ -55,3 +55,69 @@ class MetaLoRAGates(nn.Module):
         """(batch, modules, N) mixing weights, modules in the order of ``keys``."""
         logits = torch.stack([self.gates[key](representation) for key in self.keys], dim=1)
         return torch.softmax(logits / self.temperature, dim=-1)
+
+
+class MFormer(nn.Module):
+    r"""Laser's M-Former: a Q-Former-style querying transformer with a mixture of query experts.
+
+    K experts of L learnable query tokens each. A router (one linear layer over each history item's embedding)
+    gives every history item a distribution over the experts; averaged over the user's real history items, its
+    top-1 expert is the user's. That expert's queries attend to themselves in every block and, by cross-attention
+    in every ``cross_every``-th block (BLIP-2's Q-Former places it every other block), to the history embeddings.
+    The outputs, projected to the LLM's width, are the prompt's prefix virtual tokens.
+
+    The top-1 choice is made differentiable as in Switch Transformers without changing the forward value: the
+    output is multiplied by g / stop_gradient(g) (= 1), g the chosen expert's averaged probability.
+    """
+
+    def __init__(self, input_size, d_model, num_experts=8, num_queries=32, width=768, layers=12, heads=12,
+                 cross_every=2, dropout=0.1):
+        super().__init__()
+        self.num_experts = num_experts
+        self.queries = nn.Parameter(torch.randn(num_experts, num_queries, width) * 0.02)
+        self.router = nn.Linear(input_size, num_experts)
+        self.input_proj = nn.Linear(input_size, width)
+        blocks = []
+        for index in range(layers):
+            kind = nn.TransformerDecoderLayer if index % cross_every == 0 else nn.TransformerEncoderLayer
+            blocks.append(kind(d_model=width, nhead=heads, dim_feedforward=4 * width, dropout=dropout,
+                               batch_first=True, norm_first=True))
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = nn.LayerNorm(width)
+        self.to_llm = nn.Linear(width, d_model)
+
+    def route(self, history, mask):
+        """(per-item expert probabilities (batch, len, K), the user's averaged probabilities (batch, K))."""
+        item_probs = torch.softmax(self.router(history), dim=-1)
+        weights = mask.unsqueeze(-1).to(item_probs.dtype)
+        user_probs = (item_probs * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return item_probs, user_probs
+
+    def forward(self, history, mask):
+        """``history`` (batch, len, input_size) item embeddings, ``mask`` (batch, len) True for real items.
+        Returns (prefix tokens (batch, L, d_model), per-item expert probabilities)."""
+        mask = mask.clone()
+        mask[:, 0] |= ~mask.any(dim=1)  # a row without history attends to its padding rather than to nothing
+        item_probs, user_probs = self.route(history, mask)
+        expert = user_probs.argmax(dim=-1)
+        gate = user_probs.gather(1, expert.unsqueeze(1))
+        hidden = self.queries[expert]
+        memory = self.input_proj(history)
+        for block in self.blocks:
+            if isinstance(block, nn.TransformerDecoderLayer):
+                hidden = block(hidden, memory, memory_key_padding_mask=~mask)
+            else:
+                hidden = block(hidden)
+        out = self.to_llm(self.norm(hidden))
+        return out * (gate / gate.detach()).unsqueeze(-1), (item_probs, mask)
+
+
+def load_balance_loss(item_probs, mask):
+    r"""Switch-style load balancing over history items: K \sum_j f_j P_j, with f_j the share of real history items
+    whose most probable expert is j and P_j the mean probability of expert j over those items (1 when balanced)."""
+    probs = item_probs[mask]  # (items, K)
+    if len(probs) == 0:
+        return item_probs.sum() * 0
+    num_experts = probs.shape[-1]
+    share = F.one_hot(probs.argmax(dim=-1), num_experts).float().mean(0)
+    return num_experts * (share * probs.mean(0)).sum()

@@ -16,18 +16,21 @@ runs them one after the other; ``collm_stage: 2`` with ``collm_stage1_dir`` star
 
 from torch import nn
 
+from recbole_cora.checkpoint import load_trainable
 from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.llm.loading import execution_device
 from recbole_cora.llm.peft_lora import inject_lora, is_lora, set_lora_dropout_mode
 from recbole_cora.llm.scoring import AnswerScorer
-from recbole_cora.model.abstract_llm_recommender import LLMRecommender
-from recbole_cora.model.collaborative import FrozenCFEncoder
+from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
+from recbole_cora.model.encoders import FrozenCFEncoder
 
 SLOTS = ("user_emb", "item_emb")
 
 
-class CoLLM(LLMRecommender):
-    uses_cf_encoder = True
+class CoLLM(LabeledLLMRecommender):
+    @classmethod
+    def required_stages(cls, config):
+        return {"cf": "cf_stage_dir"}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)  # self.prompts: the text-only prompt of step 1
@@ -46,11 +49,12 @@ class CoLLM(LLMRecommender):
             raise ValueError(f"collm_stage {config['collm_stage']!r}: use 1, 2 or both.")
         self.set_stage(1)
         if self.stages == [2]:  # step 2 alone starts from a saved step 1 (its LoRA weights)
-            from recbole_cora.trainer import load_trainable
-
             if not config["collm_stage1_dir"]:
                 raise ValueError("collm_stage: 2 needs `collm_stage1_dir`: the saved run folder of a step 1.")
             load_trainable(self, config["collm_stage1_dir"])
+
+    def reference_encoder(self):
+        return self.cf_encoder
 
     def training_stages(self):
         return list(self.stages)

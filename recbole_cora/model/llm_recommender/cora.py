@@ -15,13 +15,15 @@ Yes/No; nothing of it is fine-tuned and no token is added to the prompt.
 """
 
 from recbole_cora.llm import DynamicLoRA
-from recbole_cora.model.abstract_llm_recommender import LLMRecommender
-from recbole_cora.model.collaborative import FrozenCFEncoder
+from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
+from recbole_cora.model.encoders import FrozenCFEncoder
 from recbole_cora.model.layers import CollaborativeQueryGenerator
 
 
-class CoRA(LLMRecommender):
-    uses_cf_encoder = True
+class CoRA(LabeledLLMRecommender):
+    @classmethod
+    def required_stages(cls, config):
+        return {"cf": "cf_stage_dir"}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -34,6 +36,9 @@ class CoRA(LLMRecommender):
             num_queries=config["num_queries"], width=config["query_width"], layers=config["query_layers"],
             heads=config["query_heads"], dropout=config["query_dropout"],
         )
+
+    def reference_encoder(self):
+        return self.cf_encoder
 
     def lora_factors(self, interaction):
         """A_b for each (user, item) of the batch: (batch, d_model, r)."""

@@ -19,53 +19,35 @@ training row, the LLM side from a fixed uniform subset of ``llm_train_samples`` 
 """
 
 import torch
-from recbole.utils import init_seed
 
 from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.llm import MixtureLoRA
-from recbole_cora.model.abstract_llm_recommender import LLMRecommender
-from recbole_cora.model.collaborative import FrozenCFEncoder, run_cf_stage
+from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
+from recbole_cora.model.encoders import FrozenCFEncoder, FrozenDINEncoder
 from recbole_cora.model.layers import MetaLoRAGates
-from recbole_cora.model.sequential_encoder import SEQUENTIAL_ENCODERS, FrozenSequentialEncoder, run_sequential_stage
+
+ENCODERS = ("DIN", "cf")
 
 
-class ShortHistoryPrompts(PromptBuilder):
-    """Prompts that show only the ``shown`` most recent items of the (long) history."""
-
-    def __init__(self, config, dataset, tokenizer, shown):
-        super().__init__(config, dataset, tokenizer)
-        self.shown = shown
-
-    def token_ids(self, histories, targets):
-        recent = [[i for i in history if i > 0][-self.shown:] for history in histories]
-        return super().token_ids(recent, targets)
-
-
-class RecLoRA(LLMRecommender):
-    uses_cf_encoder = False  # its stage (DIN or CF) is prepared by ``prepare_stage``
-
+class RecLoRA(LabeledLLMRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.encoder_kind = config["reclora_encoder"]
-        if self.encoder_kind not in (*SEQUENTIAL_ENCODERS, "cf"):
-            raise ValueError(f"reclora_encoder {self.encoder_kind!r}: use one of {[*SEQUENTIAL_ENCODERS, 'cf']}.")
+        self.required_stages(config)  # checks reclora_encoder
         shown = int(config["prompt_history_len"] or dataset.history_len)
         if not 0 < shown <= dataset.history_len:
             raise ValueError(
                 f"prompt_history_len {shown} must be between 1 and history_len {dataset.history_len} (the long "
                 "history the recommender reads; the LLM sees its most recent prompt_history_len titles)."
             )
-        self.prompts = ShortHistoryPrompts(config, dataset, self.tokenizer, shown)
-        if not config[self.stage_option(config)]:  # no stage folder given: find or train it (main process first)
-            from accelerate import PartialState
-
-            with PartialState(cpu=not torch.cuda.is_available()).main_process_first():
-                self.prepare_stage(config, dataset)
-            init_seed(config["seed"] + (config["local_rank"] or 0), config["reproducibility"])
+        self.prompts = PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length, shown=shown)
+        option = next(iter(self.required_stages(config).values()))
+        if not config[option]:
+            raise ValueError(f"RecLoRA reads its frozen recommender from `{option}`: run its stage first (the pipeline does).")
         if self.encoder_kind == "cf":
             self.cf_encoder = FrozenCFEncoder.from_stage(config["cf_stage_dir"], dataset)
         else:
-            self.cf_encoder = FrozenSequentialEncoder.from_stage(config["reclora_stage_dir"], dataset, config["device"])
+            self.cf_encoder = FrozenDINEncoder.from_stage(config["reclora_stage_dir"], dataset, config["device"])
         self.lora = MixtureLoRA(
             self.llm, config["lora_target_modules"], config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
             num_loras=config["num_meta_loras"],
@@ -76,15 +58,16 @@ class RecLoRA(LLMRecommender):
         )
         self.train_row_subset = self.few2many_rows(len(dataset), config["llm_train_samples"], config["seed"])
 
-    @staticmethod
-    def stage_option(config):
-        return "cf_stage_dir" if config["reclora_encoder"] == "cf" else "reclora_stage_dir"
-
     @classmethod
-    def prepare_stage(cls, config, dataset):
-        """Train (or find) the frozen recommender for ``config``'s split; sets its folder in ``config``."""
-        run = run_cf_stage if config["reclora_encoder"] == "cf" else run_sequential_stage
-        config[cls.stage_option(config)] = str(run(config, dataset))
+    def required_stages(cls, config):
+        """DIN's stage (``reclora_stage_dir``) or the CF stage (``cf_stage_dir``)."""
+        kind = config["reclora_encoder"]
+        if kind not in ENCODERS:
+            raise ValueError(f"reclora_encoder {kind!r}: use one of {list(ENCODERS)}.")
+        return {"cf": "cf_stage_dir"} if kind == "cf" else {"din": "reclora_stage_dir"}
+
+    def reference_encoder(self):
+        return self.cf_encoder
 
     @staticmethod
     def few2many_rows(n_rows, samples, seed):

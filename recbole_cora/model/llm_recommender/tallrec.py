@@ -13,10 +13,10 @@ logit at the last position, trained with BCE.
 """
 
 from recbole_cora.llm.peft_lora import inject_lora, set_lora_dropout_mode
-from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
 
 
-class TALLRec(LLMRecommender):
+class TALLRec(LabeledLLMRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.llm = inject_lora(self.llm, config)

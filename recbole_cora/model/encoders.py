@@ -1,0 +1,260 @@
+"""Frozen encoders that LLM models read from finished stage folders (``recbole_cora.stages`` trains them):
+
+* ``FrozenCFEncoder``: the user/item tables of a CF stage (LightGCN, BPR, ...);
+* ``FrozenDINEncoder``: RecLoRA's DIN, run per sample on the long ID history;
+* ``FrozenSequentialRecommender``: a next-item sequential recommender (BERT4Rec, SASRec, GRU4Rec) for Laser.
+
+Each checks that its stage was made on this dataset and split, and aligns ids by token, never by internal id.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from recbole_cora.compat import keep_anomaly_mode, load_recbole_checkpoint
+
+DIN_STAGE_FILE = "encoder.json"
+SEQUENCE_STAGE_FILE = "encoder.json"
+
+class CFCheckpointError(ValueError):
+    """A CF stage that does not belong to this dataset, split or id mapping."""
+
+
+def token_index(saved_tokens, dataset, field, path):
+    """For each internal id of ``dataset``'s ``field``, the row of the same token in a stage saved with
+    ``saved_tokens``: stages are aligned by token, never by internal id."""
+    position = {token: row for row, token in enumerate(saved_tokens)}
+    tokens = [str(t) for t in dataset.field2id_token[field]]
+    missing = [t for t in tokens if t not in position]
+    if missing:
+        raise CFCheckpointError(
+            f"stage '{path}' has no embedding for {len(missing)} {field} token(s) of this dataset "
+            f"(e.g. {missing[:3]}): it was made for another id mapping. Delete it to retrain."
+        )
+    return torch.from_numpy(np.asarray([position[t] for t in tokens], dtype=np.int64))
+
+
+class FrozenCFEncoder(nn.Module):
+    """Frozen user/item embedding tables of a CF stage, aligned by token to ``dataset``'s ids."""
+
+    def __init__(self, user_table, item_table, uid_field="user_id", iid_field="item_id", cf_model="CF"):
+        super().__init__()
+        self.register_buffer("user_table", user_table)
+        self.register_buffer("item_table", item_table)
+        self.uid_field, self.iid_field, self.cf_model = uid_field, iid_field, cf_model
+
+    @property
+    def embedding_size(self):
+        return self.user_table.shape[1]
+
+    @classmethod
+    def from_stage(cls, stage, dataset, check_fingerprint=True):
+        path = Path(stage)
+        path = path / "embeddings.safetensors" if path.is_dir() else path
+        if not path.is_file():
+            raise CFCheckpointError(f"CF stage '{path}' does not exist: run the CF stage first (recbole_cora.stages.run_cf_stage).")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            tables = load_file(str(path))
+        except Exception as err:
+            raise CFCheckpointError(
+                f"CF stage file '{path}' could not be read ({err}): it is truncated or not a CF stage; delete it."
+            ) from err
+        if meta.get("dataset") != dataset.dataset_name:
+            raise CFCheckpointError(
+                f"CF stage '{path}' was trained on dataset '{meta.get('dataset')}', not '{dataset.dataset_name}'. "
+                "Point `cf_checkpoint_dir` elsewhere or delete that stage."
+            )
+        fingerprint = getattr(dataset, "fingerprint", None)
+        if check_fingerprint and fingerprint is None:
+            raise CFCheckpointError(
+                f"dataset '{dataset.dataset_name}' has no split fingerprint to check the CF stage against: "
+                "build it with recbole_cora's create_dataset in labeled mode (eval_args.mode: labeled)."
+            )
+        if check_fingerprint and meta.get("split_fingerprint") != fingerprint:
+            raise CFCheckpointError(
+                f"CF stage '{path}' was trained on another split (fingerprint {meta.get('split_fingerprint')}, "
+                f"this run's is {fingerprint}): its embeddings would leak or miss interactions. Delete it to "
+                "retrain, or run with the split it was trained on."
+            )
+        user = cls._align(tables["user"], json.loads(meta["user_tokens"]), dataset, dataset.uid_field, path)
+        item = cls._align(tables["item"], json.loads(meta["item_tokens"]), dataset, dataset.iid_field, path)
+        return cls(user, item, dataset.uid_field, dataset.iid_field, meta.get("cf_model", "CF"))
+
+    @staticmethod
+    def _align(table, saved_tokens, dataset, field, path):
+        """Rows of ``table`` reordered so that row i belongs to ``dataset``'s internal id i."""
+        return table.index_select(0, token_index(saved_tokens, dataset, field, path))
+
+    def forward(self, user_ids, item_ids):
+        return self.user_table[user_ids], self.item_table[item_ids]
+
+    def predict(self, interaction):
+        """The CF model's own score, sigmoid(<e_u, e_i>) (LightGCN's and BPR's predict), for side-by-side rows."""
+        user, item = self(interaction[self.uid_field].to(self.user_table.device), interaction[self.iid_field].to(self.item_table.device))
+        return torch.sigmoid((user * item).sum(dim=-1))
+
+
+class FrozenDINEncoder(nn.Module):
+    """A frozen DIN from its stage: ``forward(interaction)`` is its final hidden state for each sample
+    (user, long history, target item), ``predict`` its own click probability."""
+
+    def __init__(self, din, user_index, item_index, uid_field, iid_field, history_field, cf_model="DIN"):
+        super().__init__()
+        self.din = din.eval().requires_grad_(False)
+        self.register_buffer("user_index", user_index)  # this dataset's ids -> DIN's ids, by token
+        self.register_buffer("item_index", item_index)
+        self.uid_field, self.iid_field, self.history_field, self.cf_model = uid_field, iid_field, history_field, cf_model
+        self._hidden = None
+        # DIN's final hidden state is the input of its prediction layer
+        self.din.dnn_predict_layers.register_forward_hook(self._keep_hidden)
+
+    @property
+    def embedding_size(self):
+        return self.din.dnn_predict_layers.in_features
+
+    @classmethod
+    def from_stage(cls, stage, dataset, device="cpu"):
+        from recbole.utils import get_model
+
+        from recbole_cora.data import LabeledDataset
+
+        stage = Path(stage)
+        meta_path = stage / DIN_STAGE_FILE
+        if not meta_path.is_file():
+            raise CFCheckpointError(f"stage '{stage}' has no {DIN_STAGE_FILE}: run the stage first (recbole_cora.stages.run_din_stage).")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError as err:
+            raise CFCheckpointError(f"'{meta_path}' could not be read ({err}): it is truncated; delete the stage.") from err
+        if meta.get("dataset") != dataset.dataset_name:
+            raise CFCheckpointError(
+                f"stage '{stage}' was trained on dataset '{meta.get('dataset')}', not '{dataset.dataset_name}'. "
+                "Point `cf_checkpoint_dir` elsewhere or delete that stage."
+            )
+        fingerprint = getattr(dataset, "fingerprint", None)
+        if meta.get("split_fingerprint") != fingerprint:
+            raise CFCheckpointError(
+                f"stage '{stage}' was trained on another split (fingerprint {meta.get('split_fingerprint')}, this "
+                f"run's is {fingerprint}): its {meta.get('model')} would leak or miss interactions. Delete it to "
+                "retrain, or run with the split it was trained on."
+            )
+        if meta.get("history_len") != dataset.history_len:
+            raise CFCheckpointError(
+                f"stage '{stage}' reads histories of {meta.get('history_len')} items, this dataset carries "
+                f"{dataset.history_len} (`history_len`): run the stage for this history length."
+            )
+        checkpoint = load_recbole_checkpoint(stage / "recbole_model.pth", map_location="cpu", trusted_dirs=[stage])
+        stage_config = checkpoint["config"]
+        stage_config["device"] = torch.device(device)  # DIN builds its attention mask on this device
+        # DIN's feature tables are rebuilt from the same atomic files with the stage's own options.
+        stage_dataset = LabeledDataset(stage_config)
+        stage_dataset.build()
+        with keep_anomaly_mode():  # importing RecBole's sequential package turns anomaly detection on
+            din = get_model(stage_config["model"])(stage_config, stage_dataset)
+        din.load_state_dict(checkpoint["state_dict"])
+        return cls(
+            din.to(device),
+            token_index(meta["user_tokens"], dataset, dataset.uid_field, stage),
+            token_index(meta["item_tokens"], dataset, dataset.iid_field, stage),
+            dataset.uid_field, dataset.iid_field, dataset.history_field, stage_config["model"],
+        )
+
+    def _apply(self, fn, *args, **kwargs):
+        # RecBole's DIN keeps its attention mask as a plain tensor made on config["device"]: move it too.
+        super()._apply(fn, *args, **kwargs)
+        self.din.attention.mask_mat = fn(self.din.attention.mask_mat)
+        return self
+
+    def _keep_hidden(self, module, inputs, output):
+        self._hidden = inputs[0]
+
+    def train(self, mode=True):
+        """Frozen: DIN's batch norm and dropout stay in eval mode."""
+        return super().train(False)
+
+    def _run(self, interaction):
+        device = self.user_index.device
+        user = self.user_index[interaction[self.uid_field].to(device)]
+        item = self.item_index[interaction[self.iid_field].to(device)]
+        history = self.item_index[interaction[self.history_field].to(device)]  # padding 0 stays 0
+        logit = self.din(user, history, (history > 0).sum(dim=1), item)
+        hidden, self._hidden = self._hidden, None
+        return hidden, logit
+
+    def forward(self, interaction):
+        return self._run(interaction)[0]
+
+    def predict(self, interaction):
+        """DIN's own click probability, for a side-by-side row on the same evaluation rows."""
+        return torch.sigmoid(self._run(interaction)[1])
+
+
+class FrozenSequentialRecommender(nn.Module):
+    """A frozen RecBole sequential recommender from its stage (BERT4Rec, SASRec, GRU4Rec): its item embeddings
+    (``item_embeddings``) and its own full ranking (``full_sort_predict``) for a side-by-side row.
+
+    The stage must have been trained on this dataset's split with the same item ids (the same atomic files and
+    options give the same ids; the tokens are compared, and the stage is refused if they differ)."""
+
+    role = "sequential encoder"  # its row in the results: "<model> (frozen sequential encoder)"
+
+    def __init__(self, recommender, cf_model):
+        super().__init__()
+        self.recommender = recommender.eval().requires_grad_(False)
+        self.cf_model = cf_model
+
+    @classmethod
+    def from_stage(cls, stage, dataset):
+        from recbole.utils import get_model
+
+        stage = Path(stage)
+        meta_path = stage / SEQUENCE_STAGE_FILE
+        if not meta_path.is_file():
+            raise CFCheckpointError(
+                f"stage '{stage}' has no {SEQUENCE_STAGE_FILE}: run the stage first (recbole_cora.stages.run_sequence_stage)."
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError as err:
+            raise CFCheckpointError(f"'{meta_path}' could not be read ({err}): it is truncated; delete the stage.") from err
+        if meta.get("dataset") != dataset.dataset_name:
+            raise CFCheckpointError(
+                f"stage '{stage}' was trained on dataset '{meta.get('dataset')}', not '{dataset.dataset_name}'. "
+                "Point `cf_checkpoint_dir` elsewhere or delete that stage."
+            )
+        if meta.get("split_fingerprint") != getattr(dataset, "fingerprint", None):
+            raise CFCheckpointError(
+                f"stage '{stage}' was trained on another split (fingerprint {meta.get('split_fingerprint')}, this run's "
+                f"is {getattr(dataset, 'fingerprint', None)}): delete it to retrain, or run with the split it was trained on."
+            )
+        if meta.get("item_tokens") != [str(t) for t in dataset.field2id_token[dataset.iid_field]]:
+            raise CFCheckpointError(f"stage '{stage}' numbers the items differently from this dataset: delete it to retrain.")
+        checkpoint = load_recbole_checkpoint(stage / "recbole_model.pth", map_location="cpu", trusted_dirs=[stage])
+        with keep_anomaly_mode():
+            recommender = get_model(meta["model"])(checkpoint["config"], dataset)
+        recommender.load_state_dict(checkpoint["state_dict"])
+        return cls(recommender, meta["model"])
+
+    @property
+    def embedding_size(self):
+        return self.recommender.item_embedding.embedding_dim
+
+    def train(self, mode=True):
+        """Frozen: dropout stays off."""
+        return super().train(False)
+
+    def item_embeddings(self, item_ids):
+        """The recommender's embedding of each item id (0: padding)."""
+        table = self.recommender.item_embedding.weight
+        return table[item_ids.to(table.device)]
+
+    def full_sort_predict(self, interaction):
+        return self.recommender.full_sort_predict(interaction.to(self.recommender.item_embedding.weight.device))

@@ -1,0 +1,101 @@
+r"""Laser: a frozen LLM reads a user's history through an M-Former prefix and answers with a vector.
+
+Reference:
+    Xinyu Zhang, Linmei Hu, Luhao Zhang, Dandan Song, Heyan Huang and Liqiang Nie. "Laser: Parameter-Efficient
+    LLM Bi-Tuning for Sequential Recommendation with Collaborative Information." arXiv:2409.01605, 2024.
+
+Reference code:
+    https://github.com/015xy/Laser-main (its M-Former path returns zeros; this file follows the paper)
+
+A frozen sequential recommender (RecBole's BERT4Rec by default) embeds the user's history items; the M-Former
+(``recbole_cora.model.layers.MFormer``) routes them to one of K query experts and turns them into L prefix
+virtual tokens; the prompt (the last ``history_len`` titles) follows; one trainable suffix token ends it, and its
+last hidden state, projected, is the user vector h_u. An item's vector h_i comes from the same template with that
+item alone. Score cos(h_u, h_i)/tau over all items; loss InfoNCE over all items + lambda K sum_j f_j P_j.
+Stage 1 recomputes the item matrix before every epoch; stage 2 keeps the best one fixed and trains on.
+Trained: the M-Former (router, queries, blocks, projections), the suffix token and the output projection.
+"""
+
+import torch
+from torch import nn
+
+from recbole_cora.data.prompts import PromptBuilder
+from recbole_cora.llm.loading import execution_device
+from recbole_cora.llm.scoring import hidden_at
+from recbole_cora.model.abstract_llm_recommender import NextItemLLMRecommender
+from recbole_cora.model.encoders import FrozenSequentialRecommender
+from recbole_cora.model.layers import MFormer, load_balance_loss
+
+
+class Laser(NextItemLLMRecommender):
+    stage_starts_from_best = True  # stage 2 starts from stage 1's best model and its item matrix
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset, vector_size=config["user_vector_size"])
+        if not config["sequence_stage_dir"]:
+            raise ValueError("Laser reads its frozen sequential recommender from `sequence_stage_dir`: run its stage first (the pipeline does).")
+        self.sequence_encoder = FrozenSequentialRecommender.from_stage(config["sequence_stage_dir"], dataset)
+        self.prompts = PromptBuilder(config, dataset, self.tokenizer, option="laser_prompt_template",
+                                     context_length=self.context_length, with_target=False, shown=dataset.history_len)
+        self.mformer = MFormer(
+            self.sequence_encoder.embedding_size, self.d_model, num_experts=config["num_experts"],
+            num_queries=config["num_queries"], width=config["mformer_width"], layers=config["mformer_layers"],
+            heads=config["mformer_heads"], cross_every=config["cross_attention_every"], dropout=config["mformer_dropout"],
+        )
+        # the suffix token starts like a word of the LLM: drawn with the spread of its input embeddings
+        spread = float(self.llm.get_input_embeddings().weight.float().std())
+        self.suffix = nn.Parameter(torch.randn(self.d_model) * spread)
+        self.projection = nn.Linear(self.d_model, self.vector_size)
+        self.balance_weight = float(config["balance_weight"])
+        self.stages = [1, 2] if config["stage2_epochs"] else [1]
+        self.set_stage(1)
+
+    @classmethod
+    def required_stages(cls, config):
+        return {"sequence": "sequence_stage_dir"}
+
+    def reference_encoder(self):
+        return self.sequence_encoder
+
+    def training_stages(self):
+        return list(self.stages)
+
+    def set_stage(self, stage):
+        """Stage 1: the item matrix is recomputed before every epoch; stage 2: it stays as it is."""
+        if stage not in (1, 2):
+            raise ValueError(f"Laser has stages 1 and 2, not {stage!r}.")
+        self.stage = stage
+        self.refresh_items_each_epoch = stage == 1
+
+    def prompt_lengths(self, interaction):
+        return self.prompts.lengths(*self.prompts.rows(interaction, with_target=False))
+
+    def encode(self, history, token_rows):
+        """Vectors for histories (batch, len) of item ids and their prompts' token id lists:
+        [M-Former prefix; prompt; suffix] through the frozen LLM, the suffix's last hidden state projected."""
+        embedding = self.llm.get_input_embeddings()
+        device = execution_device(embedding)
+        mask = history > 0
+        items = self.sequence_encoder.item_embeddings(history).detach()
+        prefix, (item_probs, routed) = self.mformer(items.to(self.suffix.device), mask.to(self.suffix.device))
+        input_ids, token_mask = self.prompts.pad(token_rows, device)
+        tokens = embedding(input_ids)
+        batch, width = tokens.shape[0], prefix.shape[1] + tokens.shape[1] + 1
+        suffix_at = prefix.shape[1] + token_mask.sum(dim=1)  # right after each row's last real token
+        inputs = torch.cat([prefix.to(tokens), tokens, tokens.new_zeros(batch, 1, tokens.shape[-1])], dim=1)
+        where = torch.arange(width, device=device).unsqueeze(0) == suffix_at.unsqueeze(1)
+        inputs = torch.where(where.unsqueeze(-1), self.suffix.to(tokens), inputs)
+        attention = (torch.arange(width, device=device).unsqueeze(0) <= suffix_at.unsqueeze(1)).long()
+        hidden = hidden_at(self.llm, inputs, attention, suffix_at)
+        vectors = self.projection(hidden.to(self.projection.weight))
+        return vectors, self.balance_weight * load_balance_loss(item_probs, routed)
+
+    def user_vectors(self, interaction):
+        history = interaction[self.ITEM_SEQ]
+        token_rows = self.prompts.token_ids(*self.prompts.rows(interaction, with_target=False))
+        return self.encode(history, token_rows)
+
+    def item_vectors(self, item_ids):
+        history = item_ids.view(-1, 1).to(self.item_matrix.device)
+        token_rows = self.prompts.token_ids([[int(i)] for i in item_ids], [0] * len(item_ids))
+        return self.encode(history, token_rows)[0]
