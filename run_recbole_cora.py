@@ -1,14 +1,17 @@
-"""Run a recbole-cora model, or any RecBole model, under the plugin's labeled protocol.
+"""Run a recbole-cora model, or any RecBole model, on the labeled task or the next-item task.
 
     python run_recbole_cora.py                                  # the embedded default: CoRA, ml-100k, SmolLM2
+    python run_recbole_cora.py --model Laser                    # the embedded next-item default: Laser, ml-100k, SmolLM2
     python run_recbole_cora.py --model LightGCN --dataset ml-100k
+    python run_recbole_cora.py --model SASRec --dataset ml-100k --task next_item
     python run_recbole_cora.py --config_files my.yaml --learning_rate=0.01
     python run_recbole_cora.py --config_files my.yaml --resume   # go on with a killed run of it
 
     python run_recbole_cora.py --compare LightGCN,MF,DeepFM,TALLRec,CoLLM,CoRA --config_files my.yaml
+    python run_recbole_cora.py --compare SASRec,BERT4Rec,GRU4Rec,Laser --task next_item
 
-Options other than --model, --dataset, --config_files, --resume, --compare and --compare_dir are RecBole-style
---key=value overrides.
+Options other than --model, --dataset, --task, --config_files, --resume, --compare and --compare_dir are
+RecBole-style --key=value overrides.
 """
 
 import argparse
@@ -17,13 +20,30 @@ import sys
 
 from pathlib import Path
 
-EMBEDDED_DEFAULT = Path(__file__).resolve().parent / "properties" / "presets" / "embedded_default.yaml"
+PRESETS = Path(__file__).resolve().parent / "properties" / "presets"
+EMBEDDED_DEFAULT = PRESETS / "embedded_default.yaml"  # the labeled task: CoRA
+EMBEDDED_NEXT_ITEM = PRESETS / "embedded_next_item.yaml"  # the next-item task: Laser
+
+
+def embedded_preset(model, task):
+    """The embedded default a run without dataset and config files uses: the labeled one (CoRA's) unless the
+    task, or the model's own task, is next_item. None: a model of the labeled task without a dataset (ml-100k)."""
+    if task is None and model is not None:
+        from recbole_cora.config import model_tasks
+        from recbole_cora.utils import get_model
+
+        task = model_tasks(get_model(model))[0]
+        if task == "labeled":
+            return None
+    return str(EMBEDDED_NEXT_ITEM if task == "next_item" else EMBEDDED_DEFAULT)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default=None, help="model name (plugin or RecBole)")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name (folder under data_path)")
+    parser.add_argument("--task", "-t", default=None, choices=["labeled", "next_item"],
+                        help="labeled (Yes/No rows) or next_item (full ranking); default: the model's own task")
     parser.add_argument("--config_files", nargs="+", default=None, help="YAML files, later ones win")
     parser.add_argument("--compare", default=None, help="comma-separated models to run on one split, e.g. LightGCN,BPR,TALLRec,CoRA")
     parser.add_argument("--compare_dir", default=None, help="comparison folder (to resume one); default results/compare-...")
@@ -38,10 +58,17 @@ def main(argv=None):
     from recbole_cora.compat import CorruptCheckpointError, UntrustedCheckpointError
 
     config_dict = {}
-    if not (args.config_files or args.model or args.dataset):
-        args.config_files = [str(EMBEDDED_DEFAULT)]  # the embedded default: CoRA, ml-100k, SmolLM2
+    try:
+        preset = None if args.config_files or args.dataset else embedded_preset(args.model, args.task)
+    except ValueError as err:  # an unknown model name
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if preset:
+        args.config_files = [preset]  # an embedded default: CoRA or Laser, ml-100k, SmolLM2
     elif not args.config_files:
         config_dict = {"model": "LightGCN", "dataset": "ml-100k"}
+    if args.task:
+        config_dict["task"] = args.task
     if args.model:
         config_dict["model"] = args.model
     if args.dataset:
@@ -69,9 +96,11 @@ def compare(args, overrides):
 
     models = [m.strip() for m in args.compare.split(",") if m.strip()]
     config_dict = {"dataset": args.dataset} if args.dataset else {}
+    if args.task:
+        config_dict["task"] = args.task
     files = args.config_files
-    if not files and not args.dataset:
-        files = [str(EMBEDDED_DEFAULT)]  # compare on the embedded default's data, LLM and sizes
+    if not files and not args.dataset:  # compare on an embedded default's data, LLM and sizes
+        files = [embedded_preset(models[0] if models else None, args.task) or str(EMBEDDED_DEFAULT)]
     folder = args.compare_dir or os.path.join("results", f"compare-{get_local_time()}")
     results = run_comparison(models, folder, files, config_dict, overrides)
     print(write_comparison(folder, results))

@@ -3,8 +3,9 @@
 Each model runs through ``run_recbole_cora`` with the same configuration files and options (same
 dataset, split, LLM, evaluation rows and evaluator). The comparison folder holds:
 
-* ``comparison.md`` / ``comparison.csv``: AUC, UAUC, LogLoss for all, warm and cold test rows, trainable
-  parameters, training and evaluation time, one line per (model, rows);
+* ``comparison.md`` / ``comparison.csv``: the task's metrics (labeled: AUC, UAUC, LogLoss for all, warm and cold
+  test rows; next-item: Recall, NDCG, MRR, Hit at each k over the test users), trainable parameters, training and
+  evaluation time, one line per (model, rows);
 * ``comparison.png``: the same as a chart (needs matplotlib: ``pip install recbole-cora[plot]``);
 * ``runs/<model>/``: each run's own result files and resolved ``config.json``, from which the table
   can be made again (``python run_recbole_cora.py --compare ... --compare_dir THAT_FOLDER``).
@@ -22,10 +23,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recbole_cora.evaluator import GROUPS
-from recbole_cora.results import COLUMNS, _fmt, table_rows
+import yaml
 
-ALIASES = {"MF": "BPR"}  # RecBole's matrix factorisation model is called BPR
+from recbole_cora.evaluator import GROUPS
+from recbole_cora.results import _fmt, columns, table_rows
 
 
 def _result_file(folder, name):
@@ -34,8 +35,16 @@ def _result_file(folder, name):
 
 def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_args=None):
     """Run ``models`` (names) into ``folder``; returns ``{name: result or {"error": ...}}``."""
+    from recbole_cora.config import model_tasks, parse_cmd_args
     from recbole_cora.quick_start import run_recbole_cora
+    from recbole_cora.utils import get_model
 
+    given = dict(config_dict or {})
+    for path in config_file_list or []:
+        given = {**(yaml.safe_load(Path(path).read_text()) or {}), **given}
+    given.update(parse_cmd_args(cmd_args))
+    if not given.get("task") and models:  # one task for every model: the first model's own
+        config_dict = {**(config_dict or {}), "task": model_tasks(get_model(models[0]))[0]}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     logger = getLogger()
@@ -50,7 +59,7 @@ def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         options = dict(config_dict or {})
-        options.update({"model": ALIASES.get(name, name), "results_dir": str(path.parent)})
+        options.update({"model": name, "results_dir": str(path.parent)})
         start = time.time()
         try:
             out = run_recbole_cora(config_file_list=config_file_list, config_dict=options, cmd_args=cmd_args)
@@ -66,16 +75,21 @@ def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_
     return results
 
 
-def comparison_rows(results):
-    """The rows of ``results.table_rows``, with cost columns on each model's "all" row, and one error
-    row for a model that failed."""
+def comparison_task(results):
+    """The task the results are of: next_item when they hold ranking metrics (metric@k), else labeled."""
+    return "next_item" if any("@" in key for result in results.values() for key in result) else "labeled"
+
+
+def comparison_rows(results, task="labeled"):
+    """The rows of ``results.table_rows``, with cost columns on each model's "all" (or "users") row, and one
+    error row for a model that failed."""
     rows = []
     for name, result in results.items():
         if "error" in result:
             rows.append({"model": name, "group": "error", "n": "", "error": result["error"]})
             continue
-        for row in table_rows({name: result}):
-            if row["group"] == "all":
+        for row in table_rows({name: result}, task):
+            if row["group"] in ("all", "users"):
                 row.update({k: result.get(k) for k in ("trainable_parameters", "train_seconds", "eval_seconds")})
             rows.append(row)
     return rows
@@ -83,30 +97,34 @@ def comparison_rows(results):
 
 def write_comparison(folder, results):
     folder = Path(folder)
-    rows = comparison_rows(results)
-    header = ["model", "test rows", "n"] + [t for _, t in COLUMNS] + ["trainable params", "train s", "eval s"]
+    task = comparison_task(results)
+    metrics = columns({k: v for k, v in results.items() if "error" not in v}, task)
+    rows = comparison_rows(results, task)
+    header = ["model", "test rows" if task == "labeled" else "test", "n"] + [t for _, t in metrics]
+    header += ["trainable params", "train s", "eval s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         if row["group"] == "error":
             lines.append(f"| {row['model']} | error | | {row['error'][:120]} |" + " |" * (len(header) - 4))
             continue
-        cells = [row["model"], row["group"], _fmt(row["n"])] + [_fmt(row.get(m)) for m, _ in COLUMNS]
+        cells = [row["model"], row["group"], _fmt(row["n"])] + [_fmt(row.get(m)) for m, _ in metrics]
         params = row.get("trainable_parameters")
         seconds = [row.get("train_seconds"), row.get("eval_seconds")]
         cells += [f"{params:,}" if params else ""] + [f"{t:.1f}" if t is not None else "" for t in seconds]
         lines.append("| " + " | ".join(cells) + " |")
     (folder / "comparison.md").write_text("\n".join(lines) + "\n")
-    fields = ["model", "group", "n"] + [m for m, _ in COLUMNS] + ["trainable_parameters", "train_seconds", "eval_seconds", "error"]
+    fields = ["model", "group", "n"] + [m for m, _ in metrics] + ["trainable_parameters", "train_seconds", "eval_seconds", "error"]
     with open(folder / "comparison.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plot_comparison(folder, rows)
+    plot_comparison(folder, rows, task, metrics)
     return "\n".join(lines)
 
 
-def plot_comparison(folder, rows):
-    """A bar chart of AUC and UAUC per model for all, warm and cold rows (skipped without matplotlib)."""
+def plot_comparison(folder, rows, task="labeled", metrics=()):
+    """A bar chart per model: AUC and UAUC for all, warm and cold rows (labeled), or NDCG and Recall at each k
+    (next-item); skipped without matplotlib."""
     try:
         import matplotlib
 
@@ -118,10 +136,12 @@ def plot_comparison(folder, rows):
     models = list(dict.fromkeys(r["model"] for r in rows if r["group"] != "error"))
     if not models:
         return None
+    if task == "next_item":
+        return _plot_ranking(folder, plt, rows, models, metrics)
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(models) + 4), 4.5), sharey=True)
     width = 0.8 / len(GROUPS)
     colors = {"all": "#3b6ea8", "warm": "#e39c37", "cold": "#7aa974"}
-    for ax, (metric, title) in zip(axes, COLUMNS[:2]):
+    for ax, (metric, title) in zip(axes, columns({}, "labeled")[:2]):
         for k, group in enumerate(GROUPS):
             values = []
             for model in models:
@@ -140,6 +160,35 @@ def plot_comparison(folder, rows):
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, title="test rows", loc="lower center", ncol=len(GROUPS), frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
+    path = Path(folder) / "comparison.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _plot_ranking(folder, plt, rows, models, metrics):
+    """NDCG@k and Recall@k per model, one bar per k."""
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(models) + 4), 4.5))
+    for ax, name in zip(axes, ("ndcg", "recall")):
+        keys = [(key, title) for key, title in metrics if key.startswith(name + "@")]
+        width = 0.8 / max(1, len(keys))
+        top = 0.0
+        for k, (key, title) in enumerate(keys):
+            values = []
+            for model in models:
+                value = next((r.get(key) for r in rows if r["model"] == model and r["group"] == "users"), None)
+                values.append(value if isinstance(value, (int, float)) and value == value else 0.0)
+            positions = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(models))]
+            bars = ax.bar(positions, values, width, label=title.split("@")[1])
+            ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=7, rotation=90, padding=2)
+            top = max([top, *values])
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels(models, rotation=20, ha="right")
+        ax.set_title(f"test {keys[0][1].split('@')[0] if keys else name}@k")
+        ax.set_ylim(0.0, top * 1.25 + 1e-6)
+        ax.legend(title="k", frameon=False)
+    axes[0].set_ylabel("higher is better (over the test users)")
+    fig.tight_layout()
     path = Path(folder) / "comparison.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)

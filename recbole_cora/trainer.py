@@ -272,7 +272,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
     def _train_rows(self, train_data, epoch_idx):
         """The rows of this epoch: the model's fixed subset if it has one (RecLoRA's Few2Many) or all rows,
         of which ``train_rows_per_epoch`` are drawn anew each epoch."""
-        subset = getattr(self.model, "train_row_subset", None)
+        subset = self.model.train_row_subset
         rows = list(subset) if subset is not None else list(range(len(train_data._dataset)))
         sample = self.config["train_rows_per_epoch"]
         if sample and sample < len(rows):
@@ -284,8 +284,6 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         rows = self._train_rows(train_data, epoch_idx)
         batch_size = self.config["train_batch_size"]
         self.model.before_epoch(epoch_idx)
-        if self.next_item and (self.model.refresh_items_each_epoch or not self.model.has_item_matrix):
-            self.compute_item_matrix(show_progress)  # Laser's stage 1: every item's vector with this epoch's weights
         bucketing = self.config["length_bucketing"] == "train_and_eval" and self._prompt_lengths(train_data, [0]) is not None
         if bucketing:  # the order is the sampling: the loader keeps it
             rows = self._bucketed(train_data, rows, batch_size, epoch_idx)
@@ -304,6 +302,10 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 group["lr"] = lr
         resumed = self._resume_position if self._resume_position and self._resume_position[0] == epoch_idx else None
+        # Laser's stage 1: every item's vector with the weights of this epoch's start (a run resumed inside the epoch
+        # has that matrix back from its resume state)
+        if self.next_item and not resumed and (self.model.refresh_items_each_epoch or not self.model.has_item_matrix):
+            self.compute_item_matrix(show_progress)
         if resumed:  # continue a killed run exactly where its last checkpoint left this epoch
             from accelerate import skip_first_batches
 

@@ -67,6 +67,8 @@ def get_trainer(model_type, model_name, config=None):
     base = getattr(plugin_trainers, f"{model_name}Trainer", None)
     if base is None and issubclass(get_model(model_name), LLMRecommender):
         base = plugin_trainers.LLMTrainer
+    if base is not None and issubclass(base, plugin_trainers.LLMTrainer):
+        return base  # it evaluates both tasks itself
     base = base or recbole_get_trainer(model_type, model_name)
     modes = set(config["eval_args"]["mode"].values()) if config is not None else {"labeled"}
     if "labeled" in modes:

@@ -1,0 +1,173 @@
+"""Laser on the tiny LLM and a slice of ml-100k: its parts against references, a step, learning, two stages."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from recbole.data import data_preparation
+from recbole.utils import init_seed
+
+from recbole_cora import run_recbole_cora
+from recbole_cora.config import Config
+from recbole_cora.model.layers import MFormer, load_balance_loss
+from recbole_cora.model.llm_recommender.laser import Laser
+from recbole_cora.stages import prepare_stages
+from recbole_cora.trainer import LLMTrainer
+from recbole_cora.utils import create_dataset, get_trainer
+
+from conftest import QUIET
+from helpers import SLICE_OPTIONS, ml100k_slice
+
+SMALL_LASER = {
+    **QUIET, **SLICE_OPTIONS, "mformer_layers": 2, "mformer_width": 32, "mformer_heads": 2, "num_queries": 4,
+    "num_experts": 4, "user_vector_size": 32, "train_batch_size": 16, "eval_batch_size": 64, "history_len": 5,
+    "sequential_encoder_config": {"epochs": 3, "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32,
+                                  "train_batch_size": 256},
+}
+
+
+@pytest.fixture(scope="module")
+def slice_path(tmp_path_factory):
+    return ml100k_slice(tmp_path_factory.mktemp("slice"))
+
+
+@pytest.fixture(scope="module")
+def stage_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("stages"))  # BERT4Rec is trained once for the module, then found
+
+
+def build(tiny_llm, slice_path, stage_root, **extra):
+    options = {**SMALL_LASER, "llm_path": tiny_llm, "data_path": slice_path, "cf_checkpoint_dir": stage_root, **extra}
+    config = Config("Laser", "ml100k-slice", config_dict=options)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    prepare_stages(config, dataset, Laser)
+    torch.manual_seed(0)
+    return config, Laser(config, train._dataset), (train, valid, test)
+
+
+def first_batch(data, n=16):
+    batch = data.collate_fn(list(range(n)))
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def test_the_router_and_the_load_balancing_term_match_a_plain_reference():
+    torch.manual_seed(0)
+    mformer = MFormer(input_size=8, d_model=12, num_experts=4, num_queries=3, width=16, layers=3, heads=2).eval()
+    history = torch.randn(5, 6, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0], [0] * 6]).bool()
+    item_probs, user_probs = mformer.route(history, mask)
+    for b in range(5):  # the user's distribution: the mean over its real items of each item's softmax
+        real = [torch.softmax(mformer.router(history[b, j]), dim=-1) for j in range(6) if mask[b, j]]
+        if real:
+            assert torch.allclose(user_probs[b], torch.stack(real).mean(0), atol=1e-6)
+    prefix, (probs, routed) = mformer(history, mask)
+    assert prefix.shape == (5, 3, 12) and routed[4, 0] and not routed[4, 1:].any()  # an empty row sees its padding
+    # K sum_j f_j P_j, item by item
+    items = [probs[b, j] for b in range(5) for j in range(6) if routed[b, j]]
+    K = 4
+    f = [sum(int(p.argmax()) == k for p in items) / len(items) for k in range(K)]
+    P = [sum(p[k] for p in items) / len(items) for k in range(K)]
+    assert torch.allclose(load_balance_loss(probs, routed), K * sum(fk * Pk for fk, Pk in zip(f, P)), atol=1e-6)
+    uniform = torch.full((2, 3, K), 1 / K)
+    assert torch.allclose(load_balance_loss(uniform, torch.ones(2, 3, dtype=torch.bool)), torch.tensor(1.0))
+    # the top-1 expert's queries: changing another expert's queries changes nothing
+    expert = user_probs[0].argmax()
+    with torch.no_grad():
+        before = mformer(history[:1], mask[:1])[0]
+        mformer.queries[(expert + 1) % K] += 1.0
+        assert torch.equal(mformer(history[:1], mask[:1])[0], before)
+
+
+def test_the_loss_is_recbole_s_cross_entropy_over_the_cosine_logits_plus_the_balance_term(tiny_llm, slice_path, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
+    model.set_item_matrix(torch.randn(model.n_items, model.vector_size))
+    model.eval()
+    batch = first_batch(train)
+    users, balance = model.user_vectors(batch)
+    logits = F.normalize(users, dim=-1) @ F.normalize(model.item_matrix, dim=-1).t() / 0.05
+    logits[:, 0] = -float("inf")
+    expected = torch.nn.CrossEntropyLoss()(logits, batch["item_id"]) + balance  # RecBole's CE (SASRec's loss_type CE)
+    assert torch.allclose(model.calculate_loss(batch), expected, atol=1e-5)
+    assert balance > 0 and torch.allclose(balance, 0.01 * load_balance_loss(*_routing(model, batch)), atol=1e-6)
+
+
+def _routing(model, batch):
+    history = batch["item_id_list"]
+    items = model.sequence_encoder.item_embeddings(history)
+    return model.mformer(items, history > 0)[1]
+
+
+def test_a_row_s_vector_does_not_depend_on_the_other_rows_of_its_batch(tiny_llm, slice_path, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
+    model.eval()
+    batch = first_batch(train, 12)
+    lengths = model.prompt_lengths(batch)
+    assert len(set(lengths)) > 1  # rows of different lengths: the suffix follows each row's own last token
+    together = model.user_vectors(batch)[0]
+    for k in range(12):
+        alone = model.user_vectors(batch[torch.tensor([k])])[0]
+        assert torch.allclose(alone[0], together[k], atol=1e-4), k
+    items = model.item_vectors(torch.tensor([3, 7]))
+    assert torch.allclose(items[1], model.item_vectors(torch.tensor([7]))[0], atol=1e-4)
+
+
+def test_a_step_leaves_the_llm_and_the_sequential_encoder_unchanged_and_reaches_every_trainable_part(
+        tiny_llm, slice_path, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
+    model.set_item_matrix(torch.randn(model.n_items, model.vector_size))
+    frozen = {n: t.clone() for n, t in model.state_dict().items() if n.startswith(("llm.", "sequence_encoder."))}
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("mformer.", "suffix", "projection.")) for n in trainable)
+    optimizer = torch.optim.Adam(trainable.values(), lr=1e-2)
+    model.train()
+    assert not model.llm.training and not model.sequence_encoder.training
+    optimizer.zero_grad()
+    model.calculate_loss(first_batch(train)).backward()
+    missing = [n for n, p in trainable.items() if p.grad is None or not p.grad.abs().sum() > 0]
+    # every expert's queries but the chosen ones get no gradient in a batch that chose few experts: the router,
+    # blocks, projections, suffix and the chosen experts' queries do
+    assert missing == [] or missing == ["mformer.queries"], missing
+    assert trainable["mformer.queries"].grad.abs().sum() > 0 and trainable["mformer.router.weight"].grad.abs().sum() > 0
+    optimizer.step()
+    for name, before in frozen.items():
+        assert torch.equal(model.state_dict()[name], before), name
+    saved = model.trainable_state_dict()
+    assert "item_matrix" in saved and not any(n.startswith(("llm.", "sequence_encoder.")) for n in saved)
+
+
+def test_laser_learns_on_an_ml100k_slice_and_stage_two_keeps_the_best_item_matrix(tiny_llm, slice_path, stage_root):
+    options = {"stage1_epochs": 3, "stage2_epochs": 1, "train_rows_per_epoch": 512, "learning_rate": 3e-3,
+               "warmup_ratio": 0.0}
+    config, model, (train, valid, test) = build(tiny_llm, slice_path, stage_root, **options)
+    trainer = get_trainer(config["MODEL_TYPE"], "Laser", config)(config, model)
+    assert isinstance(trainer, LLMTrainer) and model.training_stages() == [1, 2]
+    trainer.compute_item_matrix()
+    probe = first_batch(train, 128)
+    with torch.no_grad():
+        model.eval()
+        before = model.calculate_loss(probe).item()
+    _, valid_result = trainer.fit(train, valid)
+    with torch.no_grad():
+        model.eval()
+        after = model.calculate_loss(probe).item()
+    assert after < before - 0.05, (before, after)
+    random_ndcg = 0.0025  # one relevant item of 1,682: NDCG@10 of a random ranking is about 10/1682 * 0.4
+    assert valid_result["ndcg@10"] > 4 * random_ndcg, valid_result
+    # stage 2 starts from stage 1's best model and never recomputes its item matrix
+    trainer.load_best_model()
+    matrix = model.item_matrix.clone()
+    model.set_stage(2)
+    trainer = get_trainer(config["MODEL_TYPE"], "Laser", config)(config, model)
+    trainer.fit(train, valid)
+    assert torch.equal(model.item_matrix, matrix)
+
+
+def test_run_recbole_cora_reports_laser_beside_its_frozen_sequential_encoder(tiny_llm, slice_path, stage_root):
+    options = {**SMALL_LASER, "llm_path": tiny_llm, "data_path": slice_path, "cf_checkpoint_dir": stage_root,
+               "stage1_epochs": 1, "stage2_epochs": 1, "train_rows_per_epoch": 64, "eval_rows": 50}
+    out = run_recbole_cora("Laser", "ml100k-slice", config_dict=options)
+    assert set(out["results"]) == {"Laser", "BERT4Rec (frozen sequential encoder)"}
+    for row in out["results"].values():
+        assert row["users"] == 50 and 0 <= row["ndcg@10"] <= row["ndcg@20"] <= 1
+    assert "| Laser | users | 50 |" in out["table"]
