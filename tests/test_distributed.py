@@ -47,3 +47,40 @@ def test_two_processes_give_the_metrics_of_one(tmp_path, tiny_llm):
             assert abs(one[name][metric] - two[name][metric]) <= 2e-3, (name, metric, one[name], two[name])
     # the frozen CF encoder's row does not depend on training at all: identical
     assert one["LightGCN (frozen CF encoder)"]["auc"] == two["LightGCN (frozen CF encoder)"]["auc"]
+
+
+def test_two_processes_rank_every_next_item_user_once_with_the_metrics_of_one(tmp_path, tiny_llm):
+    """Laser (next-item): the item matrix and the users are split between processes and gathered; every test user is
+    ranked exactly once, the frozen BERT4Rec's row is identical, and Laser's metrics agree within one user's hit."""
+    import yaml
+
+    from helpers import SLICE_OPTIONS, ml100k_slice
+
+    options = {
+        **SLICE_OPTIONS, "model": "Laser", "dataset": "ml100k-slice", "data_path": ml100k_slice(tmp_path),
+        "llm_path": tiny_llm, "cf_checkpoint_dir": str(tmp_path / "stages"), "state": "INFO", "show_progress": False,
+        "mformer_layers": 2, "mformer_width": 32, "mformer_heads": 2, "num_queries": 4, "num_experts": 4,
+        "mformer_dropout": 0.0, "user_vector_size": 32, "history_len": 5, "stage1_epochs": 1, "stage2_epochs": 0,
+        "train_rows_per_epoch": 64, "train_batch_size": 16, "eval_batch_size": 16, "eval_rows": 61,
+        "sequential_encoder_config": {"epochs": 2, "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32},
+    }
+    config = tmp_path / "laser.yaml"
+    config.write_text(yaml.safe_dump(options))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+
+    def result(cmd, cwd):
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        return json.loads(next(cwd.glob("results/Laser-*/results.json")).read_text()), done.stdout + done.stderr
+
+    script = [str(ROOT / "run_recbole_cora.py"), "--config_files", str(config)]
+    one, log_one = result([sys.executable, *script], tmp_path / "one")
+    two, log_two = result([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(free_port()), *script], tmp_path / "two")
+    assert "1 process(es)" in log_one and "2 process(es)" in log_two
+    reference = "BERT4Rec (frozen sequential encoder)"
+    assert one[reference] == {k: v for k, v in two[reference].items()}  # no training: identical
+    assert one["Laser"]["users"] == two["Laser"]["users"] == 61  # every user once (61 splits unevenly)
+    for key in ("hit@10", "hit@20", "recall@10", "ndcg@10", "mrr@10"):
+        assert abs(one["Laser"][key] - two["Laser"][key]) <= 1 / 61 + 1e-9, (key, one["Laser"], two["Laser"])
