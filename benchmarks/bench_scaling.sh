@@ -49,7 +49,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ ! -f tiny_llm/config.json ]]; then
   echo "building the tiny LLM (tokenizer trained on ml-100k's titles) in $WORKDIR/tiny_llm" >&2
-  "$PYTHON" -m recbole_cora.llm.tiny tiny_llm --dataset ml-100k --state=WARNING > build_tiny.log 2>&1
+  "$PYTHON" "$ROOT/scripts/make_tiny_llm.py" tiny_llm --dataset ml-100k --state=WARNING > build_tiny.log 2>&1
 fi
 
 # the small CoRA of tests/test_distributed.py, dropout off; validation on a few rows only

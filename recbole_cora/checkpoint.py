@@ -24,6 +24,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from recbole_cora.io import atomic_path
+
 # Options that may differ between a run and its resumption: where and how it runs, not what it learns.
 RESUME_FREE_OPTIONS = {
     "resume", "show_progress", "state", "device", "gpu_id", "use_gpu", "local_rank", "world_size", "nproc",
@@ -210,10 +212,8 @@ def config_differences(saved, current):
 
 
 def write_pointer(resume_dir, name):
-    pointer = Path(resume_dir) / "LATEST"
-    tmp = pointer.with_name(f".LATEST.tmp-{os.getpid()}")
-    tmp.write_text(name)
-    os.replace(tmp, pointer)
+    with atomic_path(Path(resume_dir) / "LATEST") as tmp:
+        tmp.write_text(name)
 
 
 def find_resume_run(config, model_name):

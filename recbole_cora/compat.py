@@ -52,11 +52,10 @@ def load_recbole_checkpoint(path, map_location="cpu", trusted_dirs=()):
 
 def atomic_torch_save(obj, path):
     """``torch.save`` through a temporary file and a rename, so a killed run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp, pickle_protocol=4)
-    os.replace(tmp, path)
+    from recbole_cora.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp, pickle_protocol=4)
 
 
 @contextlib.contextmanager

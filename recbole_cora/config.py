@@ -41,6 +41,30 @@ def model_tasks(model_class):
     return ("labeled", "next_item")
 
 
+# Options with a fixed set of values, checked here once for every model (a typo would otherwise do nothing, or
+# fail late); what each value does is in properties/overall.yaml or the model's YAML.
+CHOICES = {
+    "length_bucketing": ("none", "eval", "train_and_eval"),
+    "answer_score": ("yes_logit", "yes_minus_no"),
+    "history_tie_order": ("file", "item_first_seen", "exclude"),
+    "llm_dtype": ("float32", "bfloat16", "float16"),
+    "llm_init": ("pretrained", "random"),
+    "mixed_precision": ("no", "bf16", "fp16"),
+    "collm_stage": ("1", "2", "both"),
+    "reclora_encoder": ("DIN", "cf"),
+}
+
+
+def check_choices(values):
+    """A sentence naming every option in ``values`` whose value is not one of its CHOICES (empty: all fine)."""
+    wrong = [
+        f"{key} {values[key]!r} (use one of {', '.join(allowed)})"
+        for key, allowed in CHOICES.items()
+        if values.get(key) is not None and str(values[key]) not in allowed
+    ]
+    return "; ".join(wrong)
+
+
 def _merge_eval_args(base, top):
     """``top``'s eval_args over ``base``'s, key by key (RecBole replaces the whole dict)."""
     if not isinstance(base, dict) or not isinstance(top, dict):
@@ -76,6 +100,12 @@ class Config(RecBoleConfig):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"config file '{path}' (from --config_files) does not exist.")
         super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _set_default_parameters(self):
+        wrong = check_choices(self.final_config_dict)
+        if wrong:
+            raise ValueError(f"unknown option value: {wrong}.")
+        super()._set_default_parameters()
 
     def _load_cmd_line(self):
         return self._convert_config_dict(parse_cmd_args(self._cmd_args))

