@@ -69,7 +69,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         logger.info(set_color("resume", "yellow") + f": {resume_run}")
     trained = set()
     run_options = {key: config[key] for key in ("learning_rate", "epochs")}
-    trainer = None
+    trainer, base = None, resume_run
     for stage in stages:  # CoLLM and Laser train in two stages; every other model in one
         if stage is not None:
             if trainer is not None and model.stage_starts_from_best and saved:
@@ -82,10 +82,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
         for key, value in run_options.items():  # the stage's values are the trainer's; the config keeps the run's
             config[key] = value
-        if resume_run is not None:
-            trainer.saved_model_file = resume_run
-        if stage is not None:
-            trainer.saved_model_file = f"{trainer.saved_model_file}-step{stage}"
+        base = base or trainer.saved_model_file  # every stage of a run shares the first trainer's name
+        trainer.saved_model_file = base if stage is None else f"{base}-step{stage}"
         if resume_run is not None and (trainer.resume_dir / "LATEST").is_file():
             trainer.resume_from(trainer.resume_dir)
         best_valid_score, best_valid_result = trainer.fit(

@@ -98,6 +98,17 @@ def _routing(model, batch):
     return model.mformer(items, history > 0)[1]
 
 
+def test_laser_trains_on_the_next_items_as_they_are(tiny_llm, slice_path, stage_root):
+    # RecBole's default for models without `loss_type: CE` adds a sampled "negative" item per row as a second
+    # target, drawn anew at every load (found when a resumed run diverged from the uninterrupted one)
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
+    rows = [3, 40, 41, 500]
+    first, again = train.collate_fn(rows), train.collate_fn(rows)
+    assert len(first) == 4 and "label" not in first
+    assert torch.equal(first["item_id"], again["item_id"])
+    assert torch.equal(first["item_id"], train._dataset.inter_feat["item_id"][torch.tensor(rows)])
+
+
 def test_a_row_s_vector_does_not_depend_on_the_other_rows_of_its_batch(tiny_llm, slice_path, stage_root):
     config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
     model.eval()

@@ -176,3 +176,44 @@ def test_resume_refuses_a_state_made_on_other_data(tmp_path, tiny_llm):
     state_file.write_text(json.dumps(state))
     with pytest.raises(ckpt.CheckpointError, match="another split of the data .*0123456789ab"):
         run_recbole_cora("CoRA", "ml-100k", config_dict={**options, "resume": "latest"})
+
+
+def test_a_next_item_run_killed_mid_epoch_resumes_to_the_same_metrics_and_weights(tmp_path, tiny_llm):
+    """Laser: stage 1's item matrix comes back with the resume state (it is not recomputed mid-epoch with the
+    weights of the kill), then stage 2 runs as in the uninterrupted run."""
+    from helpers import SLICE_OPTIONS, ml100k_slice
+
+    options = {
+        **SLICE_OPTIONS, "model": "Laser", "dataset": "ml100k-slice", "data_path": ml100k_slice(tmp_path),
+        "llm_path": tiny_llm, "cf_checkpoint_dir": str(tmp_path / "stages"), "state": "WARNING", "show_progress": False,
+        "mformer_layers": 2, "mformer_width": 32, "mformer_heads": 2, "num_queries": 4, "num_experts": 4,
+        "user_vector_size": 32, "history_len": 5, "stage1_epochs": 2, "stage2_epochs": 1, "train_rows_per_epoch": 160,
+        "train_batch_size": 16, "eval_batch_size": 32, "eval_rows": 40, "checkpoint_steps": 2, "metric_decimal_place": 8,
+        "sequential_encoder_config": {"epochs": 2, "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32},
+    }
+    config = tmp_path / "laser.yaml"
+    config.write_text(yaml.safe_dump(options))
+    os.chdir(tmp_path)
+    run(config, "--checkpoint_dir=whole", "--results_dir=results_whole")  # also trains the BERT4Rec stage
+
+    process = run(config, "--checkpoint_dir=killed", "--results_dir=results_killed", wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        pointers = list(Path("killed").glob("Laser-*-step1.resume/LATEST"))
+        if pointers and pointers[0].read_text().strip():
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    state = ckpt.read_state(ckpt.latest_state(next(Path("killed").glob("Laser-*-step1.resume"))))
+    assert not state["finished"] and state["batches"] > 0, state
+
+    resumed = run(config, "--checkpoint_dir=killed", "--results_dir=results_killed", "--resume", "--state=INFO")
+    assert f"epoch {state['epoch']}, {state['batches']} batch(es) done" in resumed.stdout + resumed.stderr
+    assert results("results_killed") == results("results_whole")
+    for name in ("trainable", "optimizer"):  # stage 2's last state, item matrix included
+        a, b = (load_file(str(ckpt.latest_state(next(Path(d).glob("Laser-*-step2.resume"))) / f"{name}.safetensors"))
+                for d in ("whole", "killed"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert "item_matrix" in load_file(str(next(Path("killed").glob("Laser-*-step2")) / "trainable.safetensors"))
