@@ -26,6 +26,14 @@ def test_the_documented_example_runs_and_the_page_matches_the_files(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| LightGCN | all | 134 |" in done.stdout
 
+    done = subprocess.run(  # the same YAML, the next-item task
+        [sys.executable, str(ROOT / "run_recbole_cora.py"), "--config_files", str(example), "--model", "SASRec",
+         f"--data_path={ROOT / 'docs' / 'example'}", "--state=WARNING", "--epochs=2"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"\| SASRec \| users \| \d+ \| \d\.\d{4} \|", done.stdout), done.stdout[-2000:]
+
     from recbole_cora.config import Config
     from recbole_cora.utils import create_dataset
 
