@@ -98,7 +98,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     reference = model.reference_encoder() if is_llm else None
     if reference is not None:
         # The frozen encoder's own scores, on exactly the rows (or users) the LLM model was evaluated on.
-        name = f"{reference.cf_model} (frozen {getattr(reference, 'role', 'CF encoder')})"
+        name = f"{reference.cf_model} (frozen {reference.role})"
         results[name] = trainer.evaluate_model(reference, test_data)
     results[config["model"]] = test_result
 

@@ -419,6 +419,15 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self._save_prompt_caches()
         self.model.train(was_training)
 
+    def _longest_first(self, eval_data, rows, model):
+        """``rows`` with the longest prompts first (``length_bucketing``: batches of like lengths, less padding; no
+        effect on results, which are gathered in row order), for this trainer's own model."""
+        if self.config["length_bucketing"] in ("eval", "train_and_eval") and model is self.model:
+            lengths = self._prompt_lengths(eval_data, rows)
+            if lengths is not None:
+                return [row for _, row in sorted(zip(lengths, rows), key=lambda pair: -pair[0])]
+        return rows
+
     @torch.inference_mode()
     def rank_users(self, model, eval_data, show_progress=False):
         """Full ranking of every item for this trainer's evaluation users of ``eval_data`` (one row per user in
@@ -430,6 +439,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         iid_field = self.config["ITEM_ID_FIELD"]
         local = {"row": [], "hits": []}
         with self.accelerator.split_between_processes(rows) as mine:
+            mine = self._longest_first(eval_data, mine, model)
             loader = self._row_loader(eval_data, mine, self.config["eval_batch_size"], shuffle=False)
             position = 0
             for interaction in tqdm(loader, total=len(loader), ncols=100, desc=set_color("Evaluate   ", "pink"),
@@ -464,10 +474,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         label_field, uid_field, warm_field = (self.config[k] for k in ("LABEL_FIELD", "USER_ID_FIELD", "WARM_FIELD"))
         fields = {"row": [], "score": [], "label": [], "uid": [], "warm": []}
         with self.accelerator.split_between_processes(rows) as mine:
-            if self.config["length_bucketing"] in ("eval", "train_and_eval") and model is self.model:
-                lengths = self._prompt_lengths(eval_data, mine)  # longest first: batches of like lengths
-                if lengths is not None:
-                    mine = [row for _, row in sorted(zip(lengths, mine), key=lambda pair: -pair[0])]
+            mine = self._longest_first(eval_data, mine, model)
             loader = self._row_loader(eval_data, mine, self.config["eval_batch_size"], shuffle=False)
             position = 0
             for interaction in tqdm(loader, total=len(loader), ncols=100, desc=set_color("Evaluate   ", "pink"),

@@ -41,6 +41,8 @@ def token_index(saved_tokens, dataset, field, path):
 class FrozenCFEncoder(nn.Module):
     """Frozen user/item embedding tables of a CF stage, aligned by token to ``dataset``'s ids."""
 
+    role = "CF encoder"  # its row in the results: "<model> (frozen CF encoder)"
+
     def __init__(self, user_table, item_table, uid_field="user_id", iid_field="item_id", cf_model="CF"):
         super().__init__()
         self.register_buffer("user_table", user_table)
@@ -105,6 +107,8 @@ class FrozenCFEncoder(nn.Module):
 class FrozenDINEncoder(nn.Module):
     """A frozen DIN from its stage: ``forward(interaction)`` is its final hidden state for each sample
     (user, long history, target item), ``predict`` its own click probability."""
+
+    role = "CF encoder"
 
     def __init__(self, din, user_index, item_index, uid_field, iid_field, history_field, cf_model="DIN"):
         super().__init__()
