@@ -55,3 +55,17 @@ def test_bench_layer_runs_every_row_on_a_small_shape():
                                                        "+ CoRA forward+backward"]
     for row in rows[1::2]:  # the CoRA rows have a finite ratio to their floor
         assert math.isfinite(float(row.split(" | ")[3].rstrip(" |")))
+
+
+def test_bench_laser_runs_and_prints_every_row():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_laser.py"), "--steps", "1", "--warmup", "0"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("LLM floor (users)", "Laser user vectors", "Laser train step", "LLM floor (items)",
+                "Laser item vectors", "item-matrix pass"):
+        assert f"| {row} |" in done.stdout, row
