@@ -183,3 +183,15 @@ def test_run_recbole_cora_reports_laser_beside_its_frozen_sequential_encoder(tin
     for row in out["results"].values():
         assert row["users"] == 50 and 0 <= row["ndcg@10"] <= row["ndcg@20"] <= 1
     assert "| Laser | users | 50 |" in out["table"]
+
+
+def test_a_sequential_encoder_stage_made_for_another_split_is_refused(tiny_llm, slice_path, stage_root, tmp_path):
+    from recbole_cora.model.encoders import CFCheckpointError, FrozenSequentialRecommender
+
+    config, model, _ = build(tiny_llm, slice_path, stage_root)
+    other = Config("Laser", "ml100k-slice", config_dict={**SMALL_LASER, "llm_path": tiny_llm,
+                                                          "data_path": ml100k_slice(tmp_path, max_user=100)})
+    dataset = create_dataset(other)
+    train, _, _ = data_preparation(other, dataset)
+    with pytest.raises(CFCheckpointError, match="was trained on another split .*Delete it to retrain"):
+        FrozenSequentialRecommender.from_stage(config["sequence_stage_dir"], train._dataset)

@@ -38,6 +38,30 @@ def token_index(saved_tokens, dataset, field, path):
     return torch.from_numpy(np.asarray([position[t] for t in tokens], dtype=np.int64))
 
 
+def read_stage_meta(stage, name, dataset, runner):
+    """The JSON a stage folder's ``name`` holds, checked against ``dataset``: its name and its split fingerprint."""
+    path = Path(stage) / name
+    if not path.is_file():
+        raise CFCheckpointError(f"stage '{stage}' has no {name}: run the stage first (recbole_cora.stages.{runner}).")
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as err:
+        raise CFCheckpointError(f"'{path}' could not be read ({err}): it is truncated; delete the stage.") from err
+    if meta.get("dataset") != dataset.dataset_name:
+        raise CFCheckpointError(
+            f"stage '{stage}' was trained on dataset '{meta.get('dataset')}', not '{dataset.dataset_name}'. "
+            "Point `cf_checkpoint_dir` elsewhere or delete that stage."
+        )
+    fingerprint = getattr(dataset, "fingerprint", None)
+    if meta.get("split_fingerprint") != fingerprint:
+        raise CFCheckpointError(
+            f"stage '{stage}' was trained on another split (fingerprint {meta.get('split_fingerprint')}, this run's is "
+            f"{fingerprint}): its {meta.get('model')} would leak or miss interactions. Delete it to retrain, or run "
+            "with the split it was trained on."
+        )
+    return meta
+
+
 class FrozenCFEncoder(nn.Module):
     """Frozen user/item embedding tables of a CF stage, aligned by token to ``dataset``'s ids."""
 
@@ -131,25 +155,7 @@ class FrozenDINEncoder(nn.Module):
         from recbole_cora.data import LabeledDataset
 
         stage = Path(stage)
-        meta_path = stage / DIN_STAGE_FILE
-        if not meta_path.is_file():
-            raise CFCheckpointError(f"stage '{stage}' has no {DIN_STAGE_FILE}: run the stage first (recbole_cora.stages.run_din_stage).")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as err:
-            raise CFCheckpointError(f"'{meta_path}' could not be read ({err}): it is truncated; delete the stage.") from err
-        if meta.get("dataset") != dataset.dataset_name:
-            raise CFCheckpointError(
-                f"stage '{stage}' was trained on dataset '{meta.get('dataset')}', not '{dataset.dataset_name}'. "
-                "Point `cf_checkpoint_dir` elsewhere or delete that stage."
-            )
-        fingerprint = getattr(dataset, "fingerprint", None)
-        if meta.get("split_fingerprint") != fingerprint:
-            raise CFCheckpointError(
-                f"stage '{stage}' was trained on another split (fingerprint {meta.get('split_fingerprint')}, this "
-                f"run's is {fingerprint}): its {meta.get('model')} would leak or miss interactions. Delete it to "
-                "retrain, or run with the split it was trained on."
-            )
+        meta = read_stage_meta(stage, DIN_STAGE_FILE, dataset, "run_din_stage")
         if meta.get("history_len") != dataset.history_len:
             raise CFCheckpointError(
                 f"stage '{stage}' reads histories of {meta.get('history_len')} items, this dataset carries "
@@ -220,25 +226,7 @@ class FrozenSequentialRecommender(nn.Module):
         from recbole.utils import get_model
 
         stage = Path(stage)
-        meta_path = stage / SEQUENCE_STAGE_FILE
-        if not meta_path.is_file():
-            raise CFCheckpointError(
-                f"stage '{stage}' has no {SEQUENCE_STAGE_FILE}: run the stage first (recbole_cora.stages.run_sequence_stage)."
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as err:
-            raise CFCheckpointError(f"'{meta_path}' could not be read ({err}): it is truncated; delete the stage.") from err
-        if meta.get("dataset") != dataset.dataset_name:
-            raise CFCheckpointError(
-                f"stage '{stage}' was trained on dataset '{meta.get('dataset')}', not '{dataset.dataset_name}'. "
-                "Point `cf_checkpoint_dir` elsewhere or delete that stage."
-            )
-        if meta.get("split_fingerprint") != getattr(dataset, "fingerprint", None):
-            raise CFCheckpointError(
-                f"stage '{stage}' was trained on another split (fingerprint {meta.get('split_fingerprint')}, this run's "
-                f"is {getattr(dataset, 'fingerprint', None)}): delete it to retrain, or run with the split it was trained on."
-            )
+        meta = read_stage_meta(stage, SEQUENCE_STAGE_FILE, dataset, "run_sequence_stage")
         if meta.get("item_tokens") != [str(t) for t in dataset.field2id_token[dataset.iid_field]]:
             raise CFCheckpointError(f"stage '{stage}' numbers the items differently from this dataset: delete it to retrain.")
         checkpoint = load_recbole_checkpoint(stage / "recbole_model.pth", map_location="cpu", trusted_dirs=[stage])
