@@ -182,9 +182,13 @@ class Config(RecBoleConfig):
         final = super()._get_final_config_dict()
         final["task"] = self.task
         final["eval_args"] = _merge_eval_args(self.internal_config_dict.get("eval_args"), self.external_config_dict.get("eval_args"))
+        # Cross-entropy over all items (RecBole's sequential models with loss_type CE, and every next-item LLM model:
+        # `ranks_all_items`) needs no sampled negatives: RecBole's default would add a random item per row as a second
+        # target, drawn anew at every load (RecBole users set this themselves; a user's own value is kept).
+        over_all_items = final.get("loss_type") == "CE" or getattr(self.model_class, "ranks_all_items", False)
         if (
-            self.task == "next_item" and final.get("MODEL_TYPE") == ModelType.SEQUENTIAL
-            and final.get("loss_type") == "CE" and "train_neg_sample_args" not in self.external_config_dict
+            self.task == "next_item" and final.get("MODEL_TYPE") == ModelType.SEQUENTIAL and over_all_items
+            and "train_neg_sample_args" not in self.external_config_dict
         ):
-            final["train_neg_sample_args"] = None  # cross-entropy over all items: RecBole users set this themselves
+            final["train_neg_sample_args"] = None
         return final

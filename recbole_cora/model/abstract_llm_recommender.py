@@ -207,6 +207,7 @@ class NextItemLLMRecommender(LLMRecommender):
 
     type = ModelType.SEQUENTIAL
     tasks = ("next_item",)
+    ranks_all_items = True  # trained with cross-entropy over all items: no sampled negatives (config.Config)
     refresh_items_each_epoch = False  # recompute the item matrix before every training epoch
 
     def __init__(self, config, dataset, vector_size):
