@@ -5,11 +5,8 @@ Its folder holds RecBole's checkpoint of the best epoch and, written last, ``enc
 split fingerprint, history length and the user/item tokens in DIN's id order.
 """
 
-import json
-
-from recbole_cora.io import atomic_path
 from recbole_cora.model.encoders import DIN_STAGE_FILE
-from recbole_cora.stages.runner import KEY_OPTIONS, run_recbole_stage, stage_config
+from recbole_cora.stages.runner import KEY_OPTIONS, run_recbole_stage, stage_config, write_stage_meta
 
 DIN_ENCODERS = ("DIN",)
 # What changes what DIN learns, besides the split: its own sizes, the history it reads, the features loaded.
@@ -36,16 +33,8 @@ def run_din_stage(config, dataset=None):
     """Train DIN for ``config``'s dataset and split on the labeled train rows, or find it; returns its folder."""
 
     def save(model, stage_dataset, fingerprint, stage):
-        meta = {
-            "dataset": stage_dataset.dataset_name,
-            "model": stage_dataset.config["model"],
-            "split_fingerprint": fingerprint,
-            "history_len": int(stage_dataset.config["MAX_ITEM_LIST_LENGTH"]),
-            "user_tokens": list(map(str, stage_dataset.field2id_token[stage_dataset.uid_field])),
-            "item_tokens": list(map(str, stage_dataset.field2id_token[stage_dataset.iid_field])),
-        }
-        with atomic_path(stage / DIN_STAGE_FILE) as tmp:
-            tmp.write_text(json.dumps(meta))
+        write_stage_meta(stage, DIN_STAGE_FILE, stage_dataset, fingerprint,
+                         history_len=int(stage_dataset.config["MAX_ITEM_LIST_LENGTH"]))
 
     return run_recbole_stage(din_stage_config(config), dataset, DIN_KEY_OPTIONS, DIN_STAGE_FILE, save,
                              what="the train split's labeled rows")

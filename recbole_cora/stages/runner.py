@@ -14,6 +14,7 @@ from pathlib import Path
 
 from recbole.utils.argument_list import dataset_arguments
 
+from recbole_cora.io import atomic_path
 from recbole_cora.model.encoders import CFCheckpointError
 
 # Options that change what a stage learns: they key its folder.
@@ -49,6 +50,21 @@ def stage_dir(config, fingerprint, key_options=KEY_OPTIONS):
     blob = json.dumps([config["model"], fingerprint, values], sort_keys=True, default=str)
     key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     return Path(config["cf_checkpoint_dir"]) / f"{config['dataset']}-{config['model']}-{key}"
+
+
+def write_stage_meta(stage, name, stage_dataset, fingerprint, **extra):
+    """``name`` in the stage folder, written atomically (the stage's done file): what its reader checks, i.e. the
+    dataset, the model, the split fingerprint and the user/item tokens in the stage's id order (``read_stage_meta``)."""
+    meta = {
+        "dataset": stage_dataset.dataset_name,
+        "model": stage_dataset.config["model"],
+        "split_fingerprint": fingerprint,
+        "user_tokens": list(map(str, stage_dataset.field2id_token[stage_dataset.uid_field])),
+        "item_tokens": list(map(str, stage_dataset.field2id_token[stage_dataset.iid_field])),
+        **extra,
+    }
+    with atomic_path(Path(stage) / name) as tmp:
+        tmp.write_text(json.dumps(meta))
 
 
 def run_recbole_stage(config, dataset, key_options, done_file, save, what="the train split"):

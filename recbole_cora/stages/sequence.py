@@ -6,11 +6,8 @@ Its folder holds RecBole's checkpoint of the best epoch and, written last, ``enc
 model, split fingerprint and the item tokens in its id order (``FrozenSequentialRecommender`` checks them).
 """
 
-import json
-
-from recbole_cora.io import atomic_path
 from recbole_cora.model.encoders import SEQUENCE_STAGE_FILE
-from recbole_cora.stages.runner import KEY_OPTIONS, run_recbole_stage, stage_config
+from recbole_cora.stages.runner import KEY_OPTIONS, run_recbole_stage, stage_config, write_stage_meta
 
 SEQUENCE_KEY_OPTIONS = KEY_OPTIONS + (
     "hidden_size", "inner_size", "n_heads", "hidden_dropout_prob", "attn_dropout_prob", "mask_ratio", "loss_type",
@@ -30,14 +27,7 @@ def run_sequence_stage(config, dataset=None):
     """Train the sequential recommender for ``config``'s dataset and split, or find it; returns its folder."""
 
     def save(model, stage_dataset, fingerprint, stage):
-        meta = {
-            "dataset": stage_dataset.dataset_name,
-            "model": stage_dataset.config["model"],
-            "split_fingerprint": fingerprint,
-            "item_tokens": list(map(str, stage_dataset.field2id_token[stage_dataset.iid_field])),
-        }
-        with atomic_path(stage / SEQUENCE_STAGE_FILE) as tmp:
-            tmp.write_text(json.dumps(meta))
+        write_stage_meta(stage, SEQUENCE_STAGE_FILE, stage_dataset, fingerprint)
 
     return run_recbole_stage(sequence_stage_config(config), dataset, SEQUENCE_KEY_OPTIONS, SEQUENCE_STAGE_FILE, save,
                              what="the next-item train split")
