@@ -4,6 +4,8 @@ It mirrors ``recbole.quick_start.run_recbole`` without importing ``recbole.quick
 ``ray``, not installable on Python 3.12).
 """
 
+import hashlib
+import json
 import logging
 import time
 from logging import getLogger
@@ -16,6 +18,7 @@ from recbole.data import data_preparation
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
 from recbole_cora.compat import make_run_dirs
+from recbole_cora.io import atomic_path
 from recbole_cora.config import Config
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, place_model
 from recbole_cora.model.encoders import FrozenCFEncoder
@@ -100,6 +103,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         # The frozen encoder's own scores, on exactly the rows (or users) the LLM model was evaluated on.
         name = f"{reference.cf_model} (frozen {reference.role})"
         results[name] = trainer.evaluate_model(reference, test_data)
+    if is_llm and config["zero_shot_row"] and hasattr(model, "zero_shot") and not model.in_zero_shot:
+        results["ZeroShot (frozen LLM)"] = zero_shot_result(config, trainer, model, test_data, state)
     results[config["model"]] = test_result
 
     folder = Path(config["results_dir"]) / f"{config['model']}-{config['dataset']}-{get_local_time()}"
@@ -117,3 +122,28 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         "results_dir": str(folder),
         "table": table,
     }
+
+
+def zero_shot_result(config, trainer, model, test_data, state):
+    """The frozen LLM's own metrics on the test rows ``model`` was scored on (its plain prompt, nothing adapted: see
+    ``LabeledLLMRecommender.zero_shot``). They depend only on the LLM, the answer score, the prompts and the rows'
+    labels, so they are kept in ``<cf_checkpoint_dir>/zero-shot/`` under a key of exactly those and computed once for
+    every model of a comparison that shows the same prompts."""
+    rows = trainer._eval_rows(test_data)
+    dataset = test_data._dataset
+    key = json.dumps([model.zero_shot_key(dataset.inter_feat[torch.as_tensor(rows)]), dataset.fingerprint, rows])
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = Path(config["cf_checkpoint_dir"]) / "zero-shot" / f"{config['dataset']}-{key}.json"
+    logger = getLogger()
+    if path.is_file():
+        logger.info(f"zero-shot row: the frozen LLM's scores of these prompts, from {path}")
+        return json.loads(path.read_text())
+    logger.info("zero-shot row: the frozen LLM alone on the same test rows")
+    model.eval()
+    with model.zero_shot():
+        result = {k: float(v) for k, v in trainer.evaluate_model(model, test_data, config["show_progress"]).items()}
+    if state.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))
+    return result

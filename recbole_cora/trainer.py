@@ -210,7 +210,9 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self._pending_scheduler = self._resume_position = self._resume_rng = None
         self._resumed = self._resumed_finished = False
         self._fingerprint = self._resumed_fingerprint = None
-        if config["device_map"]:  # the LLM is already placed (sharded) by transformers: no DDP wrapper
+        if self.optimizer is None:  # nothing trains (ZeroShot): the model is only evaluated
+            self.wrapped = model if config["device_map"] else self.accelerator.prepare(model)
+        elif config["device_map"]:  # the LLM is already placed (sharded) by transformers: no DDP wrapper
             self.wrapped, self.optimizer = model, self.accelerator.prepare(self.optimizer)
         else:  # one prepare call for both, as DeepSpeed (an accelerate config) requires
             self.wrapped, self.optimizer = self.accelerator.prepare(model, self.optimizer)
@@ -226,7 +228,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def _build_optimizer(self, **kwargs):
-        return super()._build_optimizer(params=self._trainable())
+        trainable = self._trainable()
+        return super()._build_optimizer(params=trainable) if trainable else None
 
     def _build_scheduler(self, steps_per_epoch):
         from transformers import get_cosine_schedule_with_warmup
@@ -353,6 +356,11 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 f"{self._resumed_fingerprint}, this run's is {self._fingerprint}): the data files changed. Restore "
                 "them, or start a new run without --resume."
             )
+        if self.optimizer is None:  # nothing to train (ZeroShot): one evaluation of valid, nothing saved
+            if valid_data:
+                self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress)
+                self.logger.info(set_color("valid result", "blue") + f": \n{self.best_valid_result}")
+            return self.best_valid_score, self.best_valid_result
         if self._resumed_finished or (self._resumed and self.start_epoch >= self.epochs):
             # this run (or this step of it) had finished training before it was stopped: RecBole's fit would
             # now overwrite the best model with the last weights
@@ -529,6 +537,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             self.logger.info(set_color("Saving current", "blue") + f": {folder}")
 
     def load_best_model(self, model_file=None):
+        if self.optimizer is None:  # nothing was trained, nothing saved
+            return
         self.accelerator.wait_for_everyone()  # the main process may still be writing it
         folder = Path(model_file or self.saved_model_file)
         load_trainable(self.model, folder)

@@ -29,7 +29,7 @@ def _find_module(module_path):
 
 
 # Names users know for RecBole models that RecBole calls otherwise: the same everywhere (--model, --compare).
-ALIASES = {"MF": "BPR"}
+ALIASES = {"MF": "BPR", "ICL": "ZeroShot"}  # the names papers use for them
 
 
 def get_model(model_name):

@@ -69,7 +69,7 @@ def test_step_2_trains_only_the_mapping(tiny_llm):
 def test_both_steps_from_one_command_and_step_2_from_a_saved_step_1(tiny_llm, tmp_path):
     options = {**SMALL, "llm_path": tiny_llm, "cf_checkpoint_dir": str(tmp_path / "cf")}
     out = run_recbole_cora("CoLLM", "ml-100k", config_dict=options)
-    assert out["test_result"]["rows"] == 64 and set(out["results"]) == {"CoLLM", "LightGCN (frozen CF encoder)"}
+    assert out["test_result"]["rows"] == 64 and set(out["results"]) == {"CoLLM", "LightGCN (frozen CF encoder)", "ZeroShot (frozen LLM)"}
     step1 = sorted(Path("saved").glob("CoLLM-*-step1"))
     assert step1 and sorted(Path("saved").glob("CoLLM-*-step2"))
     config, model, _ = build(tiny_llm, collm_stage=2, collm_stage1_dir=str(step1[-1]), cf_checkpoint_dir=str(tmp_path / "cf"))

@@ -117,7 +117,7 @@ def test_same_seed_gives_identical_metrics(tiny_llm):
     for key in ("auc", "uauc", "logloss", "warm_auc", "cold_auc"):
         a, b = first["test_result"][key], second["test_result"][key]
         assert (math.isnan(a) and math.isnan(b)) or a == b, key
-    assert set(first["results"]) == {"CoRA", "LightGCN (frozen CF encoder)"}
+    assert set(first["results"]) == {"CoRA", "LightGCN (frozen CF encoder)", "ZeroShot (frozen LLM)"}
     assert first["results"]["LightGCN (frozen CF encoder)"]["rows"] == 200  # the same rows as CoRA's
 
 

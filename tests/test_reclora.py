@@ -197,7 +197,7 @@ def test_run_recbole_cora_reports_all_warm_cold_with_the_din_row(tiny_llm, stage
     for group in ("", "warm_", "cold_"):
         assert 0.0 <= test[f"{group}auc"] <= 1.0 and 0.0 <= test[f"{group}uauc"] <= 1.0
         assert test[f"{group}logloss"] > 0
-    assert set(out["results"]) == {"RecLoRA", "DIN (frozen CF encoder)"}
+    assert set(out["results"]) == {"RecLoRA", "DIN (frozen CF encoder)", "ZeroShot (frozen LLM)"}
     assert out["results"]["DIN (frozen CF encoder)"]["rows"] == 200  # the same rows as RecLoRA's
     for group in ("all", "warm", "cold"):
         assert f"| RecLoRA | {group} |" in out["table"]

@@ -1,5 +1,7 @@
 """Ordinary (shared, not per-sample) LoRA through peft, for TALLRec and CoLLM."""
 
+import contextlib
+
 from recbole_cora.llm.loading import execution_device
 
 
@@ -42,3 +44,23 @@ def _materialise_offloaded(llm):
             module.lora_B.to_empty(device=device)
             for adapter in module.lora_A:
                 module.reset_lora_parameters(adapter, True)
+
+
+@contextlib.contextmanager
+def lora_disabled(llm):
+    """peft's LoRA layers of ``llm`` bypassed (the frozen LLM alone) inside the block. peft's
+    ``enable_adapters(True)`` marks every adapter weight trainable again, so the ``requires_grad`` flags (CoLLM's
+    step 2 keeps its LoRA frozen) are put back as they were."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    flags = {name: p.requires_grad for name, p in llm.named_parameters()}
+    layers = [m for m in llm.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield llm
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+        for name, p in llm.named_parameters():
+            p.requires_grad_(flags[name])

@@ -9,6 +9,8 @@
 """
 
 import contextlib
+import hashlib
+import json
 
 import torch
 import torch.nn.functional as F
@@ -173,6 +175,32 @@ class LabeledLLMRecommender(LLMRecommender):
         self.prompts = self.build_prompts(config, dataset)
         self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
         self.loss = nn.BCEWithLogitsLoss()
+        self.in_zero_shot = False
+
+    @contextlib.contextmanager
+    def zero_shot(self):
+        """Inside the block the model scores as the frozen LLM alone on its plain text prompt (``self.prompts``):
+        no per-sample adaptation, peft's LoRA bypassed, no ID tokens. CoLLM's and CoRA's "ICL" row."""
+        from recbole_cora.llm.peft_lora import lora_disabled
+
+        previous, self.in_zero_shot = self.in_zero_shot, True
+        try:
+            with lora_disabled(self.llm):
+                yield self
+        finally:
+            self.in_zero_shot = previous
+
+    def zero_shot_key(self, interaction):
+        """What the zero-shot scores of ``interaction``'s rows depend on, as a hash: the LLM (its path, dtype, and a
+        checksum of its input embeddings, which differ between checkpoints and random seeds), the answer tokens and
+        score, and the token ids of every row's plain prompt. Equal keys mean equal zero-shot scores."""
+        embeddings = self.llm.get_input_embeddings().weight
+        identity = [str(self.llm.config.name_or_path), str(embeddings.dtype), list(embeddings.shape)]
+        if embeddings.device.type != "meta":
+            identity.append(float(embeddings.detach().double().sum()))
+        prompts = self.prompts.token_ids(*self.prompts.rows(interaction))
+        blob = json.dumps([identity, self.scorer.answer_ids, self.scorer.mode, prompts])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def build_prompts(self, config, dataset):
         """The Yes/No prompt of a row: its history titles and the target's (``prompt_template``)."""
@@ -184,7 +212,7 @@ class LabeledLLMRecommender(LLMRecommender):
     def forward(self, interaction, return_loss=False):
         device = execution_device(self.llm.get_input_embeddings())
         input_ids, attention_mask = self.prompts.batch(interaction, device)
-        with self.adapted(interaction):
+        with contextlib.nullcontext() if self.in_zero_shot else self.adapted(interaction):
             scores = self.scorer(self.llm, input_ids, attention_mask)
         if return_loss:  # the loss goes through forward so that a DDP-wrapped model syncs gradients
             return self.loss(scores, interaction[self.LABEL].to(scores.device).float())

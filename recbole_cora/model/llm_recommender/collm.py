@@ -85,7 +85,7 @@ class CoLLM(LabeledLLMRecommender):
         return embeds
 
     def forward(self, interaction, return_loss=False):
-        if self.stage == 1:
+        if self.stage == 1 or self.in_zero_shot:  # the text prompt (zero-shot: with its LoRA bypassed)
             return super().forward(interaction, return_loss)
         device = execution_device(self.llm.get_input_embeddings())
         input_ids, attention_mask = self.cf_prompts.batch(interaction, device)
