@@ -52,6 +52,7 @@ CHOICES = {
     "mixed_precision": ("no", "bf16", "fp16"),
     "collm_stage": ("1", "2", "both"),
     "reclora_encoder": ("DIN", "cf"),
+    "cf_input_norm": ("none", "standardize"),
 }
 
 

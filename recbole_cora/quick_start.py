@@ -22,7 +22,7 @@ from recbole_cora.io import atomic_path
 from recbole_cora.config import Config
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, place_model
 from recbole_cora.model.encoders import FrozenCFEncoder
-from recbole_cora.results import markdown_table, save_results
+from recbole_cora.results import markdown_table, save_curve, save_results
 from recbole_cora.stages import prepare_stages
 from recbole_cora.utils import create_dataset, get_model, get_trainer
 
@@ -70,7 +70,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
 
         resume_run = find_resume_run(config, config["model"])
         logger.info(set_color("resume", "yellow") + f": {resume_run}")
-    trained = set()
+    trained, curve = set(), []
     run_options = {key: config[key] for key in ("learning_rate", "epochs")}
     trainer, base = None, resume_run
     for stage in stages:  # CoLLM and Laser train in two stages; every other model in one
@@ -83,6 +83,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
             logger.info(set_color(f"{config['model']} stage {stage}", "yellow") + f": at most {config['epochs']} epochs")
         trained |= {name for name, p in model.named_parameters() if p.requires_grad}
         trainer = get_trainer(config["MODEL_TYPE"], config["model"], config)(config, model)
+        if is_llm and config["curve_epochs"]:
+            trainer.curve_data = test_data
         for key, value in run_options.items():  # the stage's values are the trainer's; the config keeps the run's
             config[key] = value
         base = base or trainer.saved_model_file  # every stage of a run shares the first trainer's name
@@ -92,6 +94,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]
         )
+        if is_llm:
+            curve += [{"stage": stage or 1, **point} for point in trainer.curve_points()]
     train_seconds = time.time() - start
     start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
@@ -110,6 +114,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     folder = Path(config["results_dir"]) / f"{config['model']}-{config['dataset']}-{get_local_time()}"
     if state.is_main_process:
         save_results(folder, results, config, config["task"])
+        if curve:
+            save_curve(folder / "curve.csv", curve)
     table = markdown_table(results, config["task"])
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f":\n{table}\n(saved in {folder})")
@@ -121,6 +127,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         "results": results,
         "results_dir": str(folder),
         "table": table,
+        "curve": curve,
     }
 
 

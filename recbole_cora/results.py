@@ -73,3 +73,12 @@ def save_results(folder, results, config=None, task="labeled"):
     if config is not None:
         (folder / "config.json").write_text(json.dumps(plain_config(config, as_text=True), indent=2, sort_keys=True))
     return folder
+
+
+def save_curve(path, points):
+    """A learning curve (``LLMTrainer`` rows: stage, epoch, training rows seen, the metrics) as CSV."""
+    fields = list(dict.fromkeys(key for point in points for key in point))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(points)

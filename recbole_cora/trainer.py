@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -206,6 +207,10 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         model = place_model(model, self.accelerator.device)  # under device_map the LLM stays where it was put
         super().__init__(config, model)
         self.next_item = config["task"] == "next_item"
+        # learning curve: after these epochs' training, the current weights are scored on `curve_data` (the
+        # pipeline sets the test split) and a row is added to `curve_file`; none by default
+        self.curve_epochs = {int(e) for e in (config["curve_epochs"] or [])}
+        self.curve_data = None
         self.scheduler = None
         self._pending_scheduler = self._resume_position = self._resume_rng = None
         self._resumed = self._resumed_finished = False
@@ -284,6 +289,39 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         return rows
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        start = time.time()
+        loss = self._train_rows_of_epoch(train_data, epoch_idx, show_progress)
+        if self.curve_data is not None and epoch_idx + 1 in self.curve_epochs:
+            self._curve_point(epoch_idx, len(self._train_rows(train_data, epoch_idx)), time.time() - start)
+        return loss
+
+    @property
+    def curve_file(self):
+        return Path(f"{self.saved_model_file}.curve.jsonl")
+
+    def curve_points(self):
+        """The learning curve's rows so far (a resumed run keeps the ones it had)."""
+        if not self.curve_file.is_file():
+            return []
+        return [json.loads(line) for line in self.curve_file.read_text().splitlines() if line.strip()]
+
+    def _curve_point(self, epoch_idx, rows_per_epoch, seconds):
+        """Score the current weights on ``curve_data`` (not used for any choice: early stopping reads valid) and
+        add a row: epoch, training rows seen, this epoch's training seconds, the metrics."""
+        if any(point["epoch"] == epoch_idx + 1 for point in self.curve_points()):
+            return  # a resumed run that had measured it already
+        self.wrapped.eval()
+        with torch.no_grad():
+            result = self.evaluate_model(self.model, self.curve_data, show_progress=False)
+        self.wrapped.train()
+        point = {"epoch": epoch_idx + 1, "train_rows": (epoch_idx + 1) * rows_per_epoch,
+                 "epoch_train_seconds": round(seconds, 1), **_plain_result(result)}
+        self.logger.info(set_color("curve", "yellow") + f": after {point['train_rows']} training rows {result}")
+        if self.accelerator.is_main_process:
+            with open(self.curve_file, "a") as f:
+                f.write(json.dumps(point) + "\n")
+
+    def _train_rows_of_epoch(self, train_data, epoch_idx, show_progress=False):
         rows = self._train_rows(train_data, epoch_idx)
         batch_size = self.config["train_batch_size"]
         self.model.before_epoch(epoch_idx)
