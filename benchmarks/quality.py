@@ -1,0 +1,237 @@
+"""Learning curves of the labeled LLM models on a real LLM, next to RecBole's baselines on the same split and rows.
+
+    python benchmarks/quality.py                              # ML-1M (CoLLM's protocol), SmolLM2-135M: everything
+    python benchmarks/quality.py --models ZeroShot,CoRA-LightGCN --curve 1,4
+    python benchmarks/quality.py --report                     # only rebuild the tables and the plot
+    python benchmarks/quality.py --answer_score=yes_logit     # other --key=value: options of every trained LLM model
+
+Every model runs as ``run_recbole_cora.py`` (one process each, one after the other) with the same dataset, split,
+LLM and ``eval_rows`` (a fixed sample of valid and test rows, the same for every model). An LLM model trains
+``--rows_per_epoch`` sampled rows per epoch for ``max(--curve)`` epochs and is scored on the test rows after each
+epoch of ``--curve`` (``curve_epochs``: points along one run; valid is evaluated once, at the end). RecBole's
+baselines train as RecBole trains them (early stopping on valid AUC) and are one point each.
+
+Resumable: run the same command again. A finished model is not run again; an unfinished LLM run goes on from its
+last resume state (``--resume``), so a budget that does not fit one sitting is continued, not restarted. Small
+outputs (each run's results, curve.csv, ``quality.md``, ``quality.csv``, ``quality.png``) go into ``--out``; the
+heavy ones (checkpoints, the dequantised LLM, CF stages, logs) into ``--work``.
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (model, options): the rows of the study
+VARIANTS = {
+    "ZeroShot": ("ZeroShot", {}),
+    "CoRA-LightGCN": ("CoRA", {"cf_model": "LightGCN"}),
+    "CoRA-MF": ("CoRA", {"cf_model": "BPR"}),
+    "TALLRec": ("TALLRec", {}),
+    "CoLLM-LightGCN": ("CoLLM", {"cf_model": "LightGCN"}),
+    "RecLoRA": ("RecLoRA", {}),
+    "MF": ("BPR", {}),
+    "LightGCN": ("LightGCN", {}),
+    "DIN": ("DIN", {}),
+}
+LLM_MODELS = {"ZeroShot", "CoRA", "TALLRec", "CoLLM", "RecLoRA"}
+# The paper's figures (CoRA, Liu et al. 2024, Table 2: Vicuna-7B, ML-1M, AUC / UAUC)
+PAPER = {
+    "MF": (0.6486, 0.6396), "LightGCN": (0.5858, 0.6512), "SASRec": (0.7005, 0.6734), "ZeroShot": (0.5119, 0.5178),
+    "TALLRec": (0.7044, 0.6741), "CoLLM-LightGCN": (0.7164, 0.6842), "CoRA-MF": (0.7361, 0.6884),
+    "CoRA-LightGCN": (0.7128, 0.6966),
+}
+METRICS = ("auc", "uauc", "warm_auc", "warm_uauc", "cold_auc", "cold_uauc")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "datasets"))
+    parser.add_argument("--llm_path", default="smollm2-135m-instruct")
+    parser.add_argument("--eval_rows", type=int, default=2000, help="the fixed valid and test rows of every model")
+    parser.add_argument("--rows_per_epoch", type=int, default=1000)
+    parser.add_argument("--curve", default="1,4,16", help="epochs after which the test rows are scored")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "quality" / "ml-1m"))
+    parser.add_argument("--work", default=str(Path.home() / ".cache" / "recbole-cora-quality"))
+    parser.add_argument("--report", action="store_true", help="only rebuild quality.md / .csv / .png")
+    args, args.set = parser.parse_known_args(argv)  # any other --key=value goes to every trained LLM model
+    return args
+
+
+def command(args, name):
+    model, options = VARIANTS[name]
+    curve = [int(c) for c in args.curve.split(",")]
+    out, work = Path(args.out).resolve(), Path(args.work).resolve()
+    options = {
+        **options, "dataset": args.dataset, "data_path": args.data_path, "eval_rows": args.eval_rows,
+        "checkpoint_dir": str(work / "saved" / name), "results_dir": str(out / "runs" / name),
+        "cf_checkpoint_dir": str(work / "saved" / "stages"), "show_progress": True,
+    }
+    if model in LLM_MODELS:
+        options.update({"llm_path": args.llm_path, "llm_cache_dir": str(work / "llm_cache"),
+                        "token_cache_dir": str(work / "token_cache")})
+        if model != "ZeroShot":
+            epochs = max(curve)
+            options.update({"train_rows_per_epoch": args.rows_per_epoch, "curve_epochs": json.dumps(curve),
+                            "eval_step": epochs, "zero_shot_row": False})
+            if model == "CoLLM":  # its two steps share the budget: half the epochs each
+                options.update({"stage1_epochs": max(1, epochs // 2), "stage2_epochs": max(1, epochs // 2),
+                                "curve_epochs": json.dumps([max(1, c // 2) for c in curve])})
+            else:
+                options["epochs"] = epochs
+    cmd = [sys.executable, str(ROOT / "run_recbole_cora.py"), f"--model={model}"]
+    cmd += [f"--{k}={v}" for k, v in options.items() if k != "dataset"] + [f"--dataset={args.dataset}"]
+    if model in LLM_MODELS and model != "ZeroShot":
+        cmd += list(args.set)
+        if list(Path(options["checkpoint_dir"]).glob("*.resume/LATEST")):
+            cmd.append("--resume")
+    return cmd
+
+
+def finished(args, name):
+    runs = sorted((Path(args.out) / "runs" / name).glob("*/results.json"))
+    return runs[-1].parent if runs else None
+
+
+def run(args, name):
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    cmd = command(args, name)
+    log = Path(args.out) / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"quality: {name}: {' '.join(cmd[1:])}", flush=True)
+    start = time.time()
+    with open(log, "a") as f:
+        f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+        f.flush()
+        code = subprocess.call(cmd, cwd=work, stdout=f, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    print(f"quality: {name}: exit {code} after {time.time() - start:.0f} s (log: {log})", flush=True)
+
+
+def collect(args, names):
+    """One row per (model, budget): the curve points of the LLM models, the final result of the others."""
+    rows = []
+    for name in names:
+        folder = finished(args, name)
+        model = VARIANTS[name][0]
+        if folder is None:
+            points = sorted(Path(args.work, "saved", name).glob("*.curve.jsonl"))  # an unfinished run's curve so far
+            curve = [json.loads(x) for p in points for x in p.read_text().splitlines() if x.strip()]
+            for point in curve:
+                rows.append({"model": name, "budget": point["train_rows"], "status": "running", **point})
+            continue
+        results = json.loads((folder / "results.json").read_text())
+        result = results[model if model in results else next(iter(results))]
+        curve_file = folder / "curve.csv"
+        if curve_file.is_file():
+            with open(curve_file) as f:
+                points = list(csv.DictReader(f))
+            offset = 0
+            for point in points:
+                if model == "CoLLM" and point.get("stage") == "2":  # step 2's rows come after step 1's
+                    offset = max(int(p["train_rows"]) for p in points if p.get("stage") == "1")
+                rows.append({"model": name, **{k: _number(v) for k, v in point.items()},
+                             "budget": int(point["train_rows"]) + offset, "status": "curve"})
+        budget = "all (early stopping)" if model not in LLM_MODELS else ("0" if model == "ZeroShot" else "best valid")
+        rows.append({"model": name, "budget": budget, "status": "final", **result})
+    return rows
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def report(args, names):
+    rows = collect(args, names)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = ["model", "training rows", "AUC", "UAUC", "warm AUC", "warm UAUC", "cold AUC", "cold UAUC", "test rows",
+              "train s (epoch)", "paper AUC / UAUC"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        paper = PAPER.get(row["model"])
+        cells = [row["model"], str(row["budget"]) + (" (running)" if row["status"] == "running" else "")]
+        cells += [_fmt(row.get(m)) for m in METRICS] + [_fmt(row.get("rows"), 0)]
+        cells += [_fmt(row.get("epoch_train_seconds", row.get("train_seconds")), 0)]
+        cells += [f"{paper[0]:.4f} / {paper[1]:.4f}" if paper and row["status"] == "final" else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "quality.md").write_text(text)
+    with open(out / "quality.csv", "w", newline="") as f:
+        fields = ["model", "budget", "status"] + list(METRICS) + ["rows", "epoch_train_seconds", "train_seconds"]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, out / "quality.png")
+    print(text)
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+    for ax, (metric, title) in zip(axes, (("auc", "all test rows"), ("warm_auc", "warm"), ("cold_auc", "cold"))):
+        names = list(dict.fromkeys(r["model"] for r in rows))
+        for name in names:
+            points = [r for r in rows if r["model"] == name and isinstance(r["budget"], (int, float))]
+            flat = [r for r in rows if r["model"] == name and r["status"] == "final" and not points]
+            if points:
+                ax.plot([r["budget"] for r in points], [r.get(metric) for r in points], marker="o", label=name)
+            elif flat and flat[0].get(metric) is not None:
+                ax.axhline(flat[0][metric], linestyle="--", linewidth=1, label=f"{name} (final)",
+                           color="grey" if name == "ZeroShot" else None)
+        ax.set(xscale="log", xlabel="training rows seen", title=f"test AUC, {title}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("AUC")
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _fmt(value, digits=4):
+    if value is None or value == "":
+        return ""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if value != value:
+        return "nan"
+    return f"{value:,.0f}" if digits == 0 else f"{value:.{digits}f}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown --models {unknown}: choose from {', '.join(VARIANTS)}")
+    if not args.report:
+        for name in names:
+            if finished(args, name):
+                print(f"quality: {name}: finished in {finished(args, name)}, not run again")
+                continue
+            run(args, name)
+            report(args, names)
+    report(args, names)
+
+
+if __name__ == "__main__":
+    main()
