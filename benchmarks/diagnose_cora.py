@@ -90,12 +90,24 @@ def main(argv=None):
     def scored(struct):
         return struct.get("rec.score").view(-1), struct.get("data.label").view(-1), struct.get("data.warm").view(-1)
 
+    rows = trainer._eval_rows(test_data)  # sorted: the order score_rows returns them in
+
+    @torch.no_grad()
+    def raw_scores(scorer):
+        """The raw scores (the answer logit, before the sigmoid that ``predict`` applies) of the test rows."""
+        loader = trainer._row_loader(test_data, rows, config["eval_batch_size"], shuffle=False)
+        forward = getattr(scorer, "forward", None) if scorer is model else None
+        return torch.cat([(forward(batch) if forward else scorer.predict(batch)).float().view(-1) for batch in loader])
+
     # ------------------------------------------------------------------ before training
     model.eval()
     with model.zero_shot():
-        zero, labels, warm = scored(trainer.score_rows(model, test_data))
+        zero_p, labels, warm = scored(trainer.score_rows(model, test_data))  # as the pipeline scores: sigmoid
+        zero = raw_scores(model)
     report["zero_shot"] = auc_groups(zero, labels, warm)
-    report["zero_shot_score"] = {"mean": float(zero.mean()), "std": float(zero.std())}
+    report["zero_shot_from_probabilities"] = auc_groups(zero_p, labels, warm)  # ties where the sigmoid saturates
+    report["zero_shot_score"] = {"mean": float(zero.mean()), "std": float(zero.std()),
+                                 "distinct_probabilities": len(set(zero_p.tolist())), "rows": len(zero_p)}
     reference = model.reference_encoder()
     if reference is not None:
         ref, _, _ = scored(trainer.score_rows(reference, test_data))
@@ -180,8 +192,15 @@ def main(argv=None):
 
     # ------------------------------------------------------------------ after training
     model.eval()
-    scores, _, _ = scored(trainer.score_rows(model, test_data))
+    scores_p, _, _ = scored(trainer.score_rows(model, test_data))
+    scores = raw_scores(model)
     report["trained"] = auc_groups(scores, labels, warm)
+    report["trained_from_probabilities"] = auc_groups(scores_p, labels, warm)
+    if has_delta:  # A_b of every test row: how much the delta differs between pairs after training
+        loader = trainer._row_loader(test_data, rows, config["eval_batch_size"], shuffle=False)
+        with torch.no_grad():
+            A = torch.cat([model.lora_factors(batch) for batch in loader])
+        report["test_A_pair_cosine"] = pair_cosine(A[:256])
     shift = scores - zero
     report["trained_vs_zero_shot"] = {
         "pearson": float(torch.corrcoef(torch.stack([scores, zero]))[0, 1]),
@@ -204,9 +223,16 @@ def markdown(report):
     if "cf_encoder" in report:
         rows.append((f"{report['cf_encoder']['name']} (frozen CF encoder)", report["cf_encoder"]))
     rows.append((f"{report['model']} after training", report["trained"]))
+    rows.append(("(zero-shot, AUC of the sigmoid probabilities)", report["zero_shot_from_probabilities"]))
+    rows.append((f"({report['model']}, AUC of the sigmoid probabilities)", report["trained_from_probabilities"]))
     for name, r in rows:
         lines.append(f"| {name} | {r['all']:.4f} | {r['warm']:.4f} | {r['cold']:.4f} |")
     t = report["trained_vs_zero_shot"]
+    z = report["zero_shot_score"]
+    lines += ["", f"Raw scores (answer logits) unless said. Zero-shot raw score mean {z['mean']:.3f}, std {z['std']:.3f}; "
+              f"{z['distinct_probabilities']} distinct sigmoid probabilities over {z['rows']} rows."
+              + (f" A_b cosine between test pairs after training: {report['test_A_pair_cosine']:.4f}."
+                 if "test_A_pair_cosine" in report else "")]
     lines += ["", f"Warm share of the test rows: {report['zero_shot']['warm_share']:.3f}. Trained against zero-shot "
               f"scores: Pearson {t['pearson']:.4f}, mean {t['mean_zero_shot']:.3f} -> {t['mean_trained']:.3f} "
               f"(shift {t['mean_shift']:+.3f}), std ratio {t['std_ratio']:.3f}. Training {report['train_seconds']} s, "

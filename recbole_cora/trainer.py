@@ -8,6 +8,7 @@ trained and evaluated by the same code on the same split.
 
 import functools
 import json
+import math
 import os
 import shutil
 import time
@@ -237,11 +238,18 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         return super()._build_optimizer(params=trainable) if trainable else None
 
     def _build_scheduler(self, steps_per_epoch):
-        from transformers import get_cosine_schedule_with_warmup
-
+        """Linear warm-up from ``warmup_start_lr`` to ``learning_rate`` over ``warmup_ratio`` of the planned steps,
+        then cosine decay to ``min_learning_rate`` (CoRA's code: 200 steps from 1e-5, cosine to 8e-5). The first
+        step trains at ``warmup_start_lr``: transformers' cosine schedule starts the warm-up at 0, which on the
+        embedded default's 32 steps spent step 1 on nothing (and left the query generator without a gradient at
+        step 2 too, P being still 0; benchmarks/QUALITY.md)."""
         total = max(1, steps_per_epoch * self.epochs)
         warmup = int(round(float(self.config["warmup_ratio"] or 0.0) * total))
-        return get_cosine_schedule_with_warmup(self.optimizer, warmup, total)
+        peak = float(self.learning_rate)
+        start = min(1.0, float(self.config["warmup_start_lr"] or 0.0) / peak) if peak > 0 else 1.0
+        floor = min(1.0, float(self.config["min_learning_rate"] or 0.0) / peak) if peak > 0 else 0.0
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
+            warmup_cosine, warmup=warmup, total=total, start=start, floor=floor))
 
     def _prompt_lengths(self, data, rows):
         """Token counts of the rows' prompts (tokenized once, then cached), or None for a model without prompts."""
@@ -670,6 +678,15 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             f"Resumed from {state_dir}: epoch {state['epoch']}, {state['batches']} batch(es) done"
             + (" (training had finished)" if state["finished"] else "")
         )
+
+
+def warmup_cosine(step, warmup, total, start, floor):
+    """The learning-rate factor of optimizer step ``step`` (0-based): linear from ``start`` to 1 over ``warmup``
+    steps, then half a cosine from 1 down to ``floor`` at ``total``."""
+    if step < warmup:
+        return start + (1.0 - start) * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _plain_number(value):

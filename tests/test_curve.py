@@ -43,3 +43,36 @@ def test_a_resumed_run_does_not_measure_a_curve_point_twice(tiny_llm):
     trainer._curve_point(0, 32, 1.0)
     trainer._curve_point(0, 32, 1.0)  # as a run resumed after that point would try
     assert [p["epoch"] for p in trainer.curve_points()] == [1]
+
+
+def test_the_schedule_trains_from_the_first_step_and_ends_at_its_floor(tiny_llm):
+    """Warm-up from warmup_start_lr (transformers' cosine schedule starts at 0: step 1 learned nothing), then cosine
+    down to min_learning_rate."""
+    import torch
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_cora.config import Config
+    from recbole_cora.model.llm_recommender.tallrec import TALLRec
+    from recbole_cora.trainer import LLMTrainer
+    from recbole_cora.utils import create_dataset
+
+    config = Config("TALLRec", "ml-100k", config_dict={
+        **SMALL_CORA, "llm_path": tiny_llm, "learning_rate": 1e-3, "warmup_ratio": 0.1, "epochs": 1,
+        "warmup_start_lr": 1e-5, "min_learning_rate": 8e-5})
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, _ = data_preparation(config, create_dataset(config))
+    trainer = LLMTrainer(config, TALLRec(config, train._dataset))
+    scheduler = trainer._build_scheduler(32)  # 3 warm-up steps of 32
+    rates = []
+    for _ in range(32):
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        scheduler.step()
+    assert abs(rates[0] - 1e-5) < 1e-12 and rates[1] > rates[0] and abs(max(rates) - 1e-3) < 1e-12
+    assert rates.index(max(rates)) == 3 and all(a >= b for a, b in zip(rates[3:], rates[4:]))
+    assert rates[-1] > 8e-5 and abs(trainer.optimizer.param_groups[0]["lr"] - 8e-5) < 1e-12
+    state = scheduler.state_dict()  # a resumed run goes on with the same schedule
+    again = trainer._build_scheduler(32)
+    again.load_state_dict(state)
+    assert torch.isclose(torch.tensor(again.get_last_lr()[0]), torch.tensor(8e-5))
