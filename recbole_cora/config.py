@@ -74,12 +74,20 @@ def _merge_eval_args(base, top):
 
 
 def parse_cmd_args(args):
-    """``--key=value`` pairs, as RecBole reads them from ``sys.argv``, from an explicit list."""
+    """``--key=value`` pairs, as RecBole reads them from ``sys.argv``, from an explicit list; ``--key value`` (two
+    arguments, the value not starting with ``--``) is read the same way."""
     parsed = {}
-    for arg in args or []:
+    args = list(args or [])
+    pairs = []
+    while args:
+        arg = args.pop(0)
+        if arg.startswith("--") and "=" not in arg and len(arg) > 2 and args and not args[0].startswith("--"):
+            arg = f"{arg}={args.pop(0)}"
+        pairs.append(arg)
+    for arg in pairs:
         if not arg.startswith("--") or "=" not in arg:
             raise ValueError(
-                f"unrecognised argument '{arg}': options are written --key=value (e.g. --epochs=5)."
+                f"unrecognised argument '{arg}': options are written --key=value or --key value (e.g. --epochs=5)."
             )
         key, value = arg[2:].split("=", 1)
         if key in parsed and parsed[key] != value:

@@ -35,8 +35,12 @@ def test_cmd_args_override_and_pytest_flags_are_never_read(monkeypatch):
     assert config["epochs"] != 999 and config["tb"] is None
     assert config["learning_rate"] == 0.05
     assert parse_cmd_args(["--a=1", "--b=x=y"]) == {"a": "1", "b": "x=y"}
+    assert parse_cmd_args(["--epochs", "5", "--eval_rows=9", "--learning_rate", "-1e-3"]) == {
+        "epochs": "5", "eval_rows": "9", "learning_rate": "-1e-3"}  # --key value too (a new user's first try)
+    with pytest.raises(ValueError, match="--key=value or --key value"):
+        parse_cmd_args(["--epochs", "--eval_rows=9"])
     with pytest.raises(ValueError, match="--key=value"):
-        parse_cmd_args(["--epochs", "5"])
+        parse_cmd_args(["epochs=5"])
 
 
 def test_unknown_model_and_missing_config_file_say_what_to_do():
