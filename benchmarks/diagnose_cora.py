@@ -39,6 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--config_files", nargs="+", default=[str(PRESET)])
     parser.add_argument("--out", default="diagnosis")
     parser.add_argument("--probe_rows", type=int, default=16, help="training rows of the probe batch")
+    parser.add_argument("--zero_shot_only", action="store_true", help="only the zero-shot and CF encoder rows")
     return parser.parse_known_args(argv)
 
 
@@ -114,6 +115,10 @@ def main(argv=None):
         report["cf_encoder"] = {"name": reference.cf_model, **auc_groups(ref, labels, warm)}
     report["zero_shot_seconds"] = round(time.time() - started, 1)
 
+    if args.zero_shot_only:
+        (out / "zero_shot.json").write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
+        return
     probe = train_data.collate_fn(list(range(args.probe_rows)))
     probe = probe[0] if isinstance(probe, tuple) else probe
     has_delta = hasattr(model, "lora") and hasattr(model.lora, "P") and hasattr(model, "lora_factors")

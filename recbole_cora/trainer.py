@@ -533,7 +533,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             position = 0
             for interaction in tqdm(loader, total=len(loader), ncols=100, desc=set_color("Evaluate   ", "pink"),
                                     disable=not show_progress or not self.accelerator.is_main_process):
-                scores = model.predict(interaction.to(self.device)).float().cpu()
+                scores = model.predict(interaction.to(self.device)).double().cpu()  # no float32 ties near 0 or 1
                 fields["row"].append(torch.tensor(mine[position: position + len(scores)]))
                 position += len(scores)
                 fields["score"].append(scores)

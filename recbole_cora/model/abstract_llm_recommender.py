@@ -222,7 +222,9 @@ class LabeledLLMRecommender(LLMRecommender):
         return self.forward(interaction, return_loss=True)
 
     def predict(self, interaction):
-        return torch.sigmoid(self.forward(interaction))
+        """The Yes probability, in float64: a raw Yes logit of +15 (SmolLM2's, zero-shot) is 1 - 3e-7 as a
+        probability, which float32 rounds to a handful of values, and the AUC of those ties is not the logit's."""
+        return torch.sigmoid(self.forward(interaction).double())
 
 
 class NextItemLLMRecommender(LLMRecommender):

@@ -125,7 +125,7 @@ class FrozenCFEncoder(nn.Module):
     def predict(self, interaction):
         """The CF model's own score, sigmoid(<e_u, e_i>) (LightGCN's and BPR's predict), for side-by-side rows."""
         user, item = self(interaction[self.uid_field].to(self.user_table.device), interaction[self.iid_field].to(self.item_table.device))
-        return torch.sigmoid((user * item).sum(dim=-1))
+        return torch.sigmoid((user * item).sum(dim=-1).double())  # float64: see LabeledLLMRecommender.predict
 
 
 class FrozenDINEncoder(nn.Module):
@@ -204,7 +204,7 @@ class FrozenDINEncoder(nn.Module):
 
     def predict(self, interaction):
         """DIN's own click probability, for a side-by-side row on the same evaluation rows."""
-        return torch.sigmoid(self._run(interaction)[1])
+        return torch.sigmoid(self._run(interaction)[1].double())
 
 
 class FrozenSequentialRecommender(nn.Module):
