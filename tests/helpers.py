@@ -67,3 +67,12 @@ SLICE_OPTIONS = {
     "text_fields": ["movie_title", "release_year"], "item_text_template": "{movie_title} ({release_year})",
     "MAX_ITEM_LIST_LENGTH": 20,
 }
+
+
+def answer_scores(model, ids, mask, llm=None):
+    """The score ``model``'s scorer gives (``answer_score``: the Yes logit, or Yes minus No), computed directly from
+    the answer logits of ``llm`` (default: the model's own frozen LLM) at the last position."""
+    from recbole_cora.llm.scoring import last_position_answer_logits
+
+    logits = last_position_answer_logits(llm or model.llm, ids, mask, model.scorer.answer_ids)
+    return logits[:, 0] if model.scorer.mode == "yes_logit" else logits[:, 0] - logits[:, 1]

@@ -8,14 +8,13 @@ from recbole.utils import init_seed
 
 from recbole_cora import run_recbole_cora
 from recbole_cora.config import Config
-from recbole_cora.llm.scoring import last_position_answer_logits
 from recbole_cora.stages import run_cf_stage
 from recbole_cora.model.llm_recommender.cora import CoRA
 from recbole_cora.trainer import LLMTrainer
 from recbole_cora.utils import create_dataset, get_trainer
 
 from conftest import SMALL_CORA
-from helpers import assert_same_scores_and_gradients, offload_options
+from helpers import answer_scores, assert_same_scores_and_gradients, offload_options
 
 
 def build(tiny_llm, **extra):
@@ -38,7 +37,7 @@ def test_zero_P_scores_equal_the_frozen_llm_yes_logits(tiny_llm):
     model.eval()
     batch = first_batch(train)
     ids, mask = model.prompts.batch(batch)
-    plain = last_position_answer_logits(model.llm, ids, mask, model.scorer.answer_ids)[:, 0]
+    plain = answer_scores(model, ids, mask)
     assert torch.equal(model(batch), plain)
     assert model.query_generator(*model.cf_encoder(batch["user_id"], batch["item_id"])).abs().sum() > 0  # A_b is not 0
 

@@ -9,13 +9,13 @@ from recbole.utils import init_seed
 from recbole_cora import run_recbole_cora
 from recbole_cora.compat import UntrustedCheckpointError
 from recbole_cora.config import Config
-from recbole_cora.llm.scoring import last_position_answer_logits
 from recbole_cora.model.encoders import CFCheckpointError, FrozenDINEncoder
 from recbole_cora.model.llm_recommender.reclora import RecLoRA
 from recbole_cora.stages import din_stage_config, prepare_stages, run_din_stage
 from recbole_cora.utils import create_dataset
 
 from conftest import QUIET
+from helpers import answer_scores
 
 # A small RecLoRA: ml-100k's last weeks, a long history of 8 (the LLM sees 3), a small DIN, 4 meta-LoRAs.
 SMALL_RECLORA = {
@@ -58,7 +58,7 @@ def test_zero_B_scores_equal_the_frozen_llm_yes_logits(tiny_llm, stage_root):
     model.eval()
     batch = first_batch(train)
     ids, mask = model.prompts.batch(batch)
-    plain = last_position_answer_logits(model.llm, ids, mask, model.scorer.answer_ids)[:, 0]
+    plain = answer_scores(model, ids, mask)
     assert torch.equal(model(batch), plain)
     mixture = model.mixture(batch)
     assert mixture.shape == (16, 2 * model.llm.config.num_hidden_layers, 4)  # q and v of every layer
@@ -84,9 +84,9 @@ def test_uniform_gates_apply_the_average_lora_to_every_sample(tiny_llm, stage_ro
         A_avg, B_avg = model.lora.A[key].data.mean(0), model.lora.B[key].data.mean(0)
         modules[name].weight.data += model.lora.scaling * (A_avg @ B_avg).t()  # W + (alpha/r) (A_avg B_avg)^T
     ids, mask = model.prompts.batch(batch)
-    expected = last_position_answer_logits(merged, ids, mask, model.scorer.answer_ids)[:, 0]
+    expected = answer_scores(model, ids, mask, llm=merged)
     assert torch.allclose(scores, expected, atol=1e-4), (scores, expected)
-    plain = last_position_answer_logits(model.llm, ids, mask, model.scorer.answer_ids)[:, 0]
+    plain = answer_scores(model, ids, mask)
     assert not torch.allclose(scores, plain, atol=1e-3)
 
 
@@ -140,7 +140,7 @@ def test_din_representation_is_its_final_hidden_state(tiny_llm, stage_root):
     u = model.user_representation(batch)
     assert u.shape == (16, 16)  # the last of mlp_hidden_size [32, 16]
     logits = encoder.din.dnn_predict_layers(u).squeeze(-1)
-    assert torch.allclose(torch.sigmoid(logits), encoder.predict(batch))
+    assert torch.allclose(torch.sigmoid(logits.double()), encoder.predict(batch))
     encoder.to("meta")  # DIN's attention mask (a plain tensor in RecBole) follows the module's device
     assert encoder.din.attention.mask_mat.device.type == "meta" and encoder.user_index.device.type == "meta"
 
@@ -185,7 +185,7 @@ def test_cf_user_embedding_as_the_representation(tiny_llm, stage_root):
     assert torch.equal(model.user_representation(batch), model.cf_encoder.user_table[batch["user_id"]])
     model.eval()
     ids, mask = model.prompts.batch(batch)
-    assert torch.equal(model(batch), last_position_answer_logits(model.llm, ids, mask, model.scorer.answer_ids)[:, 0])
+    assert torch.equal(model(batch), answer_scores(model, ids, mask))
 
 
 def test_run_recbole_cora_reports_all_warm_cold_with_the_din_row(tiny_llm, stage_root):

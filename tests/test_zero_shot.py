@@ -10,13 +10,13 @@ from recbole.utils import init_seed
 
 from recbole_cora import run_recbole_cora
 from recbole_cora.config import Config
-from recbole_cora.llm.scoring import last_position_answer_logits
 from recbole_cora.model.llm_recommender.collm import CoLLM
 from recbole_cora.model.llm_recommender.tallrec import TALLRec
 from recbole_cora.stages import run_cf_stage
 from recbole_cora.utils import create_dataset
 
 from conftest import SMALL_CORA
+from helpers import answer_scores
 
 ROW = "ZeroShot (frozen LLM)"
 METRICS = ("auc", "uauc", "logloss", "warm_auc", "cold_auc", "rows")
@@ -24,7 +24,7 @@ METRICS = ("auc", "uauc", "logloss", "warm_auc", "cold_auc", "rows")
 
 def frozen_yes_logits(model, batch):
     ids, mask = model.prompts.batch(batch)
-    return last_position_answer_logits(model.llm, ids, mask, model.scorer.answer_ids)[:, 0]
+    return answer_scores(model, ids, mask)
 
 
 def test_zero_shot_runs_as_a_model_that_trains_nothing_and_scores_with_the_frozen_llm(tiny_llm):

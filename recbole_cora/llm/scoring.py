@@ -58,13 +58,14 @@ def last_position_answer_logits(llm, input_ids, attention_mask, answer_ids, inpu
 
 
 class AnswerScorer:
-    """Score = logit of the first answer word ("Yes") at the last position (CoRA's score), or, with
-    ``answer_score: yes_minus_no``, the Yes logit minus the No logit (``yes_logit`` is the default)."""
+    """Score = the Yes logit minus the No logit at the last position (``answer_score: yes_minus_no``, the default:
+    the log-odds of the two answers, free of the offset every logit of the vocabulary shares), or the Yes logit
+    alone (``yes_logit``, CoRA's and CoLLM's code)."""
 
     def __init__(self, llm, tokenizer, config, prompt_end):
         words = config["answer_words"] or ["Yes", "No"]
         self.answer_ids = answer_token_ids(tokenizer, words, after=prompt_end)
-        self.mode = config["answer_score"] or "yes_logit"  # its values are checked with the config (config.CHOICES)
+        self.mode = config["answer_score"] or "yes_minus_no"  # its values are checked with the config (config.CHOICES)
 
     def __call__(self, llm, input_ids, attention_mask, inputs_embeds=None):
         logits = last_position_answer_logits(llm, input_ids, attention_mask, self.answer_ids, inputs_embeds)
