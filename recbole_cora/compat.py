@@ -82,3 +82,26 @@ def make_run_dirs(config):
     ``FileExistsError: './log'``. Created here first with ``exist_ok``, RecBole finds them in place."""
     for folder in (os.path.join("log", str(config["model"])), config["checkpoint_dir"] or "saved"):
         os.makedirs(folder, exist_ok=True)
+
+
+# Warnings RecBole 1.2.1's own code raises on the current stack, on every run, that a user can do nothing about;
+# each is matched by its exact message and the module that raises it, so any other warning still shows.
+RECBOLE_WARNINGS = (
+    # recbole/trainer/trainer.py builds torch.cuda.amp.GradScaler in every training epoch (61 times in one run, inside
+    # the progress bars); torch 2.4+ deprecates that name. Harmless: on a CPU it is disabled.
+    (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", r"recbole\.trainer\.trainer"),
+    # recbole/data/dataset/dataset.py fills missing values with fillna(inplace=True) on a column (pandas 2.2+).
+    (FutureWarning, r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment",
+     r"recbole\.data\.dataset\.dataset"),
+    # recbole/model/general_recommender/lightgcn.py and ngcf-style graph models build torch.sparse.FloatTensor.
+    (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape, \*, device=\) is deprecated",
+     r"recbole\.model\.general_recommender\..*"),
+)
+
+
+def silence_recbole_warnings():
+    """Filter ``RECBOLE_WARNINGS`` (the pipeline calls it once, before RecBole runs)."""
+    import warnings
+
+    for category, message, module in RECBOLE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)

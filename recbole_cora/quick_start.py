@@ -17,7 +17,7 @@ from pathlib import Path
 from recbole.data import data_preparation
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
-from recbole_cora.compat import make_run_dirs
+from recbole_cora.compat import make_run_dirs, silence_recbole_warnings
 from recbole_cora.io import atomic_path
 from recbole_cora.config import Config
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, place_model
@@ -29,6 +29,7 @@ from recbole_cora.utils import create_dataset, get_model, get_trainer
 
 def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True):
     """Train and evaluate one model; returns its valid/test results and where they were saved."""
+    silence_recbole_warnings()  # RecBole's own deprecation warnings on the current stack (compat.RECBOLE_WARNINGS)
     config = Config(model, dataset, config_file_list, config_dict, cmd_args)
     # One process per device under `accelerate launch` / torchrun; a single process otherwise.
     state = PartialState(cpu=not torch.cuda.is_available())

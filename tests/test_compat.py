@@ -86,3 +86,19 @@ def test_run_dirs_exist_before_recbole_creates_them_so_processes_do_not_race(tmp
     monkeypatch.setattr(recbole_utils.os, "makedirs", loses_the_race)
     recbole_logger.init_logger(config)  # finds every folder in place: no makedirs, no race
     assert os.path.isdir(os.path.join("log", "BPR")) and os.path.isdir(config["checkpoint_dir"])
+
+
+def test_recbole_s_own_deprecation_warnings_are_filtered_and_others_still_show():
+    """RecBole's trainer printed torch's GradScaler FutureWarning 61 times in one run, inside the progress bars."""
+    import warnings
+
+    from recbole_cora import run_recbole_cora
+    from conftest import QUIET
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_recbole_cora("LightGCN", "ml-100k", config_dict={**QUIET, "epochs": 1, "eval_rows": 100})
+        warnings.warn("a warning of the user's own", UserWarning)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "GradScaler" in m or "chained assignment" in m or "SparseTensor" in m], messages
+    assert "a warning of the user's own" in messages
