@@ -84,8 +84,11 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         print("(set RECBOLE_CORA_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
-    print(result["table"])
-    print(f"results saved in {result['results_dir']}")
+    import logging
+
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # the pipeline's log did not show the table
+        print(result["table"])
+        print(f"results saved in {result['results_dir']}")
     return 0
 
 

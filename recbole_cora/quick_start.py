@@ -7,6 +7,7 @@ It mirrors ``recbole.quick_start.run_recbole`` without importing ``recbole.quick
 import hashlib
 import json
 import logging
+import os
 import time
 from logging import getLogger
 
@@ -39,10 +40,10 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     logger = getLogger()
     if not state.is_main_process:
         logger.setLevel(logging.WARNING)
-    logger.info(config)
+    log_file_only(logger, config)  # 150 lines: the log file keeps them, the console gets one line (below)
 
     dataset = create_dataset(config)
-    logger.info(dataset)
+    log_file_only(logger, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     results = {}
@@ -62,7 +63,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     # under device_map the LLM stays where transformers put it (offloaded layers cannot even be moved)
     model = place_model(model_class(config, train_data._dataset), config["device"])
-    logger.info(model)
+    log_file_only(logger, model)
+    logger.info(f"resolved config, dataset and model: in {log_file(logger) or 'the log file'}")
     start = time.time()
     stages = model.training_stages() if is_llm else [None]
     resume_run = None
@@ -155,3 +157,16 @@ def zero_shot_result(config, trainer, model, test_data, state):
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(result, indent=1))
     return result
+
+
+def log_file_only(logger, message):
+    """``message`` into the run's log file(s) only (RecBole's init_logger adds one): not on the console."""
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, str(message), None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
+
+
+def log_file(logger):
+    files = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]
+    return files[-1] if files else None

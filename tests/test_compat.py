@@ -102,3 +102,30 @@ def test_recbole_s_own_deprecation_warnings_are_filtered_and_others_still_show()
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "GradScaler" in m or "chained assignment" in m or "SparseTensor" in m], messages
     assert "a warning of the user's own" in messages
+
+
+def test_the_config_dump_goes_to_the_log_file_and_the_console_gets_one_line(capsys):
+    """RecBole's console handler gets one line; its log file has the 150-line config dump and the dataset."""
+    import logging
+
+    from recbole_cora import run_recbole_cora
+    from conftest import QUIET
+
+    root = logging.getLogger()
+    kept = root.handlers[:]  # pytest's own: without them RecBole's init_logger installs its console and file handlers
+    for handler in kept:
+        root.removeHandler(handler)
+    try:
+        run_recbole_cora("BPR", "ml-100k", config_dict={**QUIET, "state": "INFO", "epochs": 1})
+        files = [h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)]
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+            handler.close()
+        for handler in kept:
+            root.addHandler(handler)
+    console = capsys.readouterr().err
+    assert f"resolved config, dataset and model: in {files[0]}" in console
+    assert "use_gpu" not in console and "The number of users" not in console  # the dump, the dataset
+    text = open(files[0]).read()
+    assert "use_gpu" in text and "The number of users" in text
