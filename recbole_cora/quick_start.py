@@ -151,7 +151,8 @@ def zero_shot_result(config, trainer, model, test_data, state):
     logger.info("zero-shot row: the frozen LLM alone on the same test rows")
     model.eval()
     with model.zero_shot():
-        result = {k: float(v) for k, v in trainer.evaluate_model(model, test_data, config["show_progress"]).items()}
+        result = trainer.evaluate_model(model, test_data, config["show_progress"])
+        result = {k: v if isinstance(v, int) else float(v) for k, v in result.items()}  # row counts stay counts
     if state.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

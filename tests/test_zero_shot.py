@@ -51,6 +51,7 @@ def test_every_labeled_llm_table_has_the_zero_shot_row_equal_to_the_zero_shot_mo
     assert list(cora["results"]) == ["LightGCN (frozen CF encoder)", ROW, "CoRA"]
     for key in METRICS:  # the same rows, the same prompts, the same LLM: the same numbers
         assert cora["results"][ROW][key] == alone[key] or (alone[key] != alone[key] and cora["results"][ROW][key] != cora["results"][ROW][key]), key
+    assert isinstance(cora["results"][ROW]["rows"], int)  # the table prints "80", not "80.0000"
     cached = list(Path("saved/cf/zero-shot").glob("ml-100k-*.json"))
     assert len(cached) == 1
     marked = {**json.loads(cached[0].read_text()), "auc": 0.125}  # a value no evaluation gives: read, not recomputed
