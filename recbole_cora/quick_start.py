@@ -161,7 +161,10 @@ def zero_shot_result(config, trainer, model, test_data, state):
 
 
 def log_file_only(logger, message):
-    """``message`` into the run's log file(s) only (RecBole's init_logger adds one): not on the console."""
+    """``message`` into the run's log file(s) only (RecBole's init_logger adds one): not on the console. Nothing
+    from a process whose logger is quieter than INFO (the non-main processes of a distributed run)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
     record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, str(message), None, None)
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
