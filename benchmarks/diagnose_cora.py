@@ -9,7 +9,7 @@ Measured, in one process, on the run's fixed test rows (``eval_rows``) and a fix
   * the zero-shot scores (the frozen LLM alone, ``zero_shot()``) and the frozen CF encoder's: AUC all / warm / cold;
   * every optimizer step: the loss, the learning rate, the gradient norms of P (all target modules) and of the
     query generator (after clipping, before the step), the clipping factor;
-  * at steps 0, 1, 2, 4, 8, ...: on the probe batch, the size of CoRA's delta per layer, ||(alpha/r) P_m(x A_b)|| /
+  * after 0, 1, 3, 7, 15, ... optimizer steps and at the end: on the probe batch, the size of CoRA's delta per layer, ||(alpha/r) P_m(x A_b)|| /
     ||W_m x|| (median over the layer's q/k/v/o), and how much A_b differs between the batch's (user, item) pairs
     (mean cosine between pairs; 1 means every pair gets the same delta, i.e. no collaborative information);
   * after training: the model's test scores against the zero-shot scores (Pearson correlation, mean shift, ratio

@@ -69,3 +69,23 @@ def test_bench_laser_runs_and_prints_every_row():
     for row in ("LLM floor (users)", "Laser user vectors", "Laser train step", "LLM floor (items)",
                 "Laser item vectors", "item-matrix pass"):
         assert f"| {row} |" in done.stdout, row
+
+
+def test_diagnose_cora_measures_every_step_and_the_spread_of_A(tiny_llm, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "diagnose_cora.py"), "--out", str(tmp_path / "d"),
+         f"--llm_path={tiny_llm}", "--train_rows_per_epoch=64", "--eval_rows=100", "--query_layers=1",
+         "--query_width=32", "--query_heads=2", '--cf_config={"epochs": 2}'],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "d" / "diagnosis.json").read_text())
+    assert [s["step"] for s in report["steps"]] == [1, 2, 3, 4]  # 64 rows, batches of 16
+    assert report["steps"][0]["lr"] > 0 and report["steps"][0]["grad_query_generator"] == 0  # P = 0 at step 1
+    assert sorted(map(int, report["delta"])) == [0, 1, 3, 4] and 0 < report["test_A_pair_cosine"] <= 1
+    assert (tmp_path / "d" / "diagnosis.png").is_file() and "| zero-shot (frozen LLM) |" in done.stdout
