@@ -26,7 +26,7 @@ from tqdm import tqdm
 import yaml
 
 from recbole_cora.evaluator import GROUPS
-from recbole_cora.results import _fmt, columns, table_rows
+from recbole_cora.results import _fmt, cell, columns, footnote, table_rows
 
 
 def _result_file(folder, name):
@@ -107,11 +107,12 @@ def write_comparison(folder, results):
         if row["group"] == "error":
             lines.append(f"| {row['model']} | error | | {row['error'][:120]} |" + " |" * (len(header) - 4))
             continue
-        cells = [row["model"], row["group"], _fmt(row["n"])] + [_fmt(row.get(m)) for m, _ in metrics]
+        cells = [row["model"], row["group"], _fmt(row["n"])] + [cell(row, m) for m, _ in metrics]
         params = row.get("trainable_parameters")
         seconds = [row.get("train_seconds"), row.get("eval_seconds")]
         cells += [f"{params:,}" if params else ""] + [f"{t:.1f}" if t is not None else "" for t in seconds]
         lines.append("| " + " | ".join(cells) + " |")
+    lines = footnote(lines)
     (folder / "comparison.md").write_text("\n".join(lines) + "\n")
     fields = ["model", "group", "n"] + [m for m, _ in metrics] + ["trainable_parameters", "train_seconds", "eval_seconds", "error"]
     with open(folder / "comparison.csv", "w", newline="") as f:

@@ -93,6 +93,9 @@ RECBOLE_WARNINGS = (
     # recbole/data/dataset/dataset.py fills missing values with fillna(inplace=True) on a column (pandas 2.2+).
     (FutureWarning, r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment",
      r"recbole\.data\.dataset\.dataset"),
+    # recbole/data/dataset/dataset.py splits token_seq columns with Series.agg(len) (pandas 2.2+ deprecates a
+    # non-aggregating function there; printed once per dataset a run builds, i.e. once more per stage).
+    (FutureWarning, r"using <built-in function len> in Series\.agg cannot aggregate", r"recbole\.data\.dataset\.dataset"),
     # recbole/model/general_recommender/lightgcn.py and ngcf-style graph models build torch.sparse.FloatTensor.
     (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape, \*, device=\) is deprecated",
      r"recbole\.model\.general_recommender\..*"),

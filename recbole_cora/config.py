@@ -101,23 +101,41 @@ class Config(RecBoleConfig):
 
     Unlike RecBole's, it never reads ``sys.argv`` by itself (a test runner's flags would leak in):
     pass ``cmd_args`` (a list of ``--key=value`` strings) explicitly; ``run_recbole_cora.py`` does.
+
+    A model on a task it does not run and values outside an option's CHOICES are refused at the end of the
+    constructor, all at once; with ``check=False`` they are kept in ``problems`` instead, for the pipeline's
+    up-front check of every option (``recbole_cora.checks.check_run``), which lists them with all the others.
     """
 
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, check=True):
         self._cmd_args = list(cmd_args or [])
+        self.problems = []
         for path in config_file_list or []:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"config file '{path}' (from --config_files) does not exist.")
         super().__init__(model, dataset, config_file_list, config_dict)
+        if check and self.problems:
+            from recbole_cora.checks import OptionError
+
+            raise OptionError(self.problems)
 
     def _set_default_parameters(self):
         wrong = check_choices(self.final_config_dict)
         if wrong:
-            raise ValueError(f"unknown option value: {wrong}.")
+            self.problems.append(f"unknown option value: {wrong}.")
         super()._set_default_parameters()
 
     def _load_cmd_line(self):
         return self._convert_config_dict(parse_cmd_args(self._cmd_args))
+
+    def _convert_config_dict(self, config_dict):
+        import warnings
+
+        # RecBole evals every string value of --key=value and of config_dict: a template such as '{title} ({year})'
+        # reads as a set being called, and Python warns (SyntaxWarning) before RecBole keeps the string as it is.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return super()._convert_config_dict(config_dict)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -151,13 +169,15 @@ class Config(RecBoleConfig):
         tasks = model_tasks(model_class)
         task = self.external_config_dict.get("task") or tasks[0]
         if task not in known_tasks():
-            raise ValueError(f"task '{task}' is unknown: use one of {known_tasks()} (properties/task/).")
-        if task not in tasks:
-            raise ValueError(
+            self.problems.append(f"task '{task}' is unknown: use one of {known_tasks()} (properties/task/).")
+        elif task not in tasks:
+            self.problems.append(
                 f"{name} does not run the {task} task (it runs: {', '.join(tasks)}): set `task: {tasks[0]}` or choose "
                 f"a model of the {task} task."
             )
-        return task
+        else:
+            return task
+        return tasks[0]  # the model's own task, so that the remaining options can still be read and checked
 
     def _load_plugin_file(self, path):
         """Load one of the plugin's YAML files into the internal dict (``eval_args`` merged key by key)."""

@@ -18,20 +18,22 @@ from pathlib import Path
 from recbole.data import data_preparation
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
+from recbole_cora.checks import check_run
 from recbole_cora.compat import make_run_dirs, silence_recbole_warnings
 from recbole_cora.io import atomic_path
 from recbole_cora.config import Config
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, place_model
 from recbole_cora.model.encoders import FrozenCFEncoder
+from recbole_cora.plan import describe_plan, describe_prompt
 from recbole_cora.results import markdown_table, save_curve, save_results
-from recbole_cora.stages import prepare_stages
+from recbole_cora.stages import planned_stages, prepare_stages
 from recbole_cora.utils import create_dataset, get_model, get_trainer
 
 
 def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True):
     """Train and evaluate one model; returns its valid/test results and where they were saved."""
     silence_recbole_warnings()  # RecBole's own deprecation warnings on the current stack (compat.RECBOLE_WARNINGS)
-    config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    config = Config(model, dataset, config_file_list, config_dict, cmd_args, check=False)  # its problems: check_run
     # One process per device under `accelerate launch` / torchrun; a single process otherwise.
     state = PartialState(cpu=not torch.cuda.is_available())
     init_seed(config["seed"], config["reproducibility"])
@@ -41,14 +43,19 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     if not state.is_main_process:
         logger.setLevel(logging.WARNING)
     log_file_only(logger, config)  # 150 lines: the log file keeps them, the console gets one line (below)
+    model_class = get_model(config["model"])
+    with state.main_process_first():  # the tokenizer of a .gguf comes from its dequantised copy, made once
+        check_run(config, model_class)  # every option that can be checked without training: all problems at once
 
     dataset = create_dataset(config)
     log_file_only(logger, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     results = {}
-    model_class = get_model(config["model"])
     is_llm = issubclass(model_class, LLMRecommender)
+    stage_plans = planned_stages(config, dataset, model_class) if is_llm else []
+    for line in describe_plan(config, dataset, (train_data, valid_data, test_data), model_class, stage_plans):
+        logger.info(line)
     if is_llm:
         with state.main_process_first():  # the main process trains a stage; the others then find it
             required = prepare_stages(config, dataset, model_class)
@@ -65,6 +72,9 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     model = place_model(model_class(config, train_data._dataset), config["device"])
     log_file_only(logger, model)
     logger.info(f"resolved config, dataset and model: in {log_file(logger) or 'the log file'}")
+    if is_llm:
+        for line in describe_prompt(model, test_data._dataset.inter_feat):
+            logger.info(line)
     start = time.time()
     stages = model.training_stages() if is_llm else [None]
     resume_run = None

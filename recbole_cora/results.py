@@ -8,7 +8,12 @@ from pathlib import Path
 from recbole_cora.checkpoint import plain_config
 from recbole_cora.evaluator import GROUPS
 
-COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("logloss", "LogLoss"))  # the labeled task's
+COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("uauc_users", "UAUC users"), ("logloss", "LogLoss"))  # the labeled task's
+# A UAUC over fewer users than this is marked in tables: a mean over a handful of users (or one, whose AUC may be
+# 1.0000) is not a figure to compare.
+UAUC_MIN_USERS = 10
+SMALL_MARK = "†"
+SMALL_NOTE = f"{SMALL_MARK} UAUC over fewer than {UAUC_MIN_USERS} users (the UAUC users column): too few to compare."
 METRIC_TITLES = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit": "Hit", "precision": "Precision", "map": "MAP"}
 
 
@@ -51,13 +56,27 @@ def _fmt(value):
     return str(value)
 
 
+def cell(row, metric):
+    """A table cell: the value, and for a UAUC over fewer than ``UAUC_MIN_USERS`` users a mark (``SMALL_NOTE``)."""
+    text = _fmt(row.get(metric))
+    users = row.get("uauc_users")
+    if metric == "uauc" and text and text != "n/a" and isinstance(users, int) and users < UAUC_MIN_USERS:
+        text += f" {SMALL_MARK}"
+    return text
+
+
+def footnote(lines):
+    """``SMALL_NOTE`` under a table that marked a cell with it."""
+    return [*lines, "", SMALL_NOTE] if any(f" {SMALL_MARK} " in line for line in lines) else lines
+
+
 def markdown_table(results, task="labeled"):
     header = ["model", "test rows" if task != "next_item" else "test", "n"] + [title for _, title in columns(results, task)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table_rows(results, task):
-        cells = [row["model"], row["group"], _fmt(row["n"])] + [_fmt(row[m]) for m, _ in columns(results, task)]
+        cells = [row["model"], row["group"], _fmt(row["n"])] + [cell(row, m) for m, _ in columns(results, task)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(footnote(lines))
 
 
 def save_results(folder, results, config=None, task="labeled"):

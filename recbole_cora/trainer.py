@@ -216,6 +216,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self._pending_scheduler = self._resume_position = self._resume_rng = None
         self._resumed = self._resumed_finished = False
         self._fingerprint = self._resumed_fingerprint = None
+        self._timed = False  # the time estimate is logged once, from the first training steps of this trainer
         if self.optimizer is None:  # nothing trains (ZeroShot): the model is only evaluated
             self.wrapped = model if config["device_map"] else self.accelerator.prepare(model)
         elif config["device_map"]:  # the LLM is already placed (sharded) by transformers: no DDP wrapper
@@ -370,6 +371,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         progress = tqdm(iterator, total=n_batches, initial=batches, ncols=100,
                         desc=set_color(f"Train {epoch_idx:>5}", "pink"),
                         disable=not show_progress or not self.accelerator.is_main_process)
+        timing = None if self._timed else [batches, None]  # batches done and the clock when the timed steps begin
         for interaction in progress:
             with self.accelerator.accumulate(self.wrapped):
                 loss = self.wrapped(interaction, return_loss=True)
@@ -384,6 +386,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 self.optimizer.zero_grad()
             total += loss.item()
             batches += 1
+            if timing is not None:
+                timing = self._time_steps(timing, batches, n_batches, epoch_idx)
             if show_progress:
                 progress.set_postfix_str(f"loss {total / batches:.4f}")
             if every and batches % every == 0 and batches < n_batches:
@@ -392,6 +396,28 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             self.save_resume_state(epoch_idx, batches, total)  # the epoch's training is done; validation is next
         self._save_prompt_caches()
         return total / max(batches, 1)
+
+    TIMED_STEPS = 3  # the estimate's steps, after a first one that pays for one-off work (allocation, caches)
+
+    def _time_steps(self, timing, batches, n_batches, epoch_idx):
+        """Log once how long training will take, from the mean of ``TIMED_STEPS`` steps after the first."""
+        start, clock = timing
+        if clock is None:  # the first step is done: the clock starts now
+            return [batches, time.time()]
+        done = batches - start
+        if done < self.TIMED_STEPS and batches < n_batches:
+            return timing
+        from recbole_cora.plan import duration
+
+        step = (time.time() - clock) / done
+        epochs = max(1, self.epochs - epoch_idx)
+        self.logger.info(
+            set_color("time", "yellow") + f": {step:.1f} s a training step (measured over {done}): an epoch of "
+            f"{n_batches} steps takes about {duration(step * n_batches)}; {epochs} epoch(s) at most "
+            f"{duration(step * n_batches * epochs)} of training, evaluations not counted (each is timed in its log line)"
+        )
+        self._timed = True
+        return None
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's fit, with a resume state saved after every epoch's validation and at the end."""

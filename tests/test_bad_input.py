@@ -95,9 +95,10 @@ def test_cold_rows_are_scored_and_flagged_never_dropped(cora):
     assert cold_scores.std() > 0  # cold rows get real scores (their prompt), not a constant
 
 
-def test_the_command_line_shows_our_sentence_not_a_traceback(tmp_path):
+def test_the_command_line_shows_our_sentence_not_a_traceback(tmp_path, tiny_llm, monkeypatch):
     stage = tmp_path / "saved" / "cf"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    options = ["--state=WARNING", "--cf_config={'epochs': 1, 'embedding_size': 8}", "--time_window=['1998-03-01','1998-05-01']"]
 
     def run(*args):
         done = subprocess.run([sys.executable, str(ROOT / "run_recbole_cora.py"), *args], cwd=tmp_path,
@@ -106,12 +107,12 @@ def test_the_command_line_shows_our_sentence_not_a_traceback(tmp_path):
 
     code, err = run("--model", "LightGCN", "--dataset", "nowhere", f"--data_path={tmp_path}")
     assert code == 2 and "dataset folder" in err and "Traceback" not in err
-    code, err = run("--model", "CoRA", "--dataset", "ml-100k", f"--llm_path={tmp_path / 'no-such-model'}", "--state=WARNING",
-                    "--cf_config={'epochs': 1, 'embedding_size': 8}", "--time_window=['1998-03-01','1998-05-01']")
+    code, err = run("--model", "CoRA", "--dataset", "ml-100k", f"--llm_path={tmp_path / 'no-such-model'}", *options)
     assert code == 2 and "no-such-model" in err and "does not exist" in err and "Traceback" not in err
-    assert stage.is_dir()  # the CF stage ran before the LLM was looked for; now break its file
+    assert not stage.exists()  # the LLM was looked for before any stage trained
+    monkeypatch.chdir(tmp_path)  # the CF stage of these options, trained here, then broken
+    run_cf_stage(Config("CoRA", "ml-100k", cmd_args=[f"--llm_path={tiny_llm}", *options]))
     (embeddings,) = stage.glob("*/embeddings.safetensors")
     embeddings.write_bytes(embeddings.read_bytes()[:100])
-    code, err = run("--model", "CoRA", "--dataset", "ml-100k", f"--llm_path={tmp_path / 'no-such-model'}", "--state=WARNING",
-                    "--cf_config={'epochs': 1, 'embedding_size': 8}", "--time_window=['1998-03-01','1998-05-01']")
+    code, err = run("--model", "CoRA", "--dataset", "ml-100k", f"--llm_path={tiny_llm}", *options)
     assert code == 2 and "truncated or not a CF stage; delete it" in err and "Traceback" not in err

@@ -62,6 +62,7 @@ class LabeledDataset(ItemTextMixin, Dataset):
     def _load_data(self, token, dataset_path):
         super()._load_data(token, dataset_path)
         self.row_counts = [("in the file", len(self.inter_feat))]
+        self.file_time_range = self._time_range()
         if self.history_tie_order == "item_first_seen":
             first = self.inter_feat[self.iid_field].drop_duplicates(keep="first")
             self._item_first_row = dict(zip(first.values, first.index))  # position in the file
@@ -76,10 +77,34 @@ class LabeledDataset(ItemTextMixin, Dataset):
                  f"{self.config['item_inter_num_interval']}", len(self.inter_feat))
             )
         if len(self.inter_feat) == 0:
-            raise ValueError(f"dataset '{self.dataset_name}': no interaction is left ({self._row_count_story()}).")
+            when = self._time_range_story()
+            raise ValueError(f"dataset '{self.dataset_name}': no interaction is left ({self._row_count_story()})"
+                             + (f"; {when}." if when else "."))
 
     def _row_count_story(self):
         return "; ".join(f"{n:,} {where}" for where, n in self.row_counts)
+
+    def _time_range(self):
+        """(first, last) value of the time field over the rows now loaded, or None."""
+        if self.time_field is None or self.inter_feat is None or self.time_field not in self.inter_feat:
+            return None
+        times = self.inter_feat[self.time_field]
+        times = times.numpy() if torch.is_tensor(times) else np.asarray(times.values, dtype=np.float64)
+        return (float(times.min()), float(times.max())) if len(times) else None
+
+    def _time_range_story(self):
+        """Where the data's time lies, in the file and after the filters: what a split's boundaries are set against."""
+        def span(value):
+            first, last = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") for t in value)
+            return f"from {first} to {last} UTC ({value[0]:.0f} to {value[1]:.0f})"
+
+        parts = []
+        if getattr(self, "file_time_range", None):
+            parts.append(f"`{self.time_field}` in the file runs {span(self.file_time_range)}")
+        now = self._time_range()
+        if now and now != getattr(self, "file_time_range", None):
+            parts.append(f"after the filters {span(now)}")
+        return "; ".join(parts)
 
     def _inter_num_filter(self):
         """RecBole repeats count filtering until it converges; CoLLM's Amazon-Book applies it once."""
@@ -231,10 +256,11 @@ class LabeledDataset(ItemTextMixin, Dataset):
             datasets[0] = self._positives_only(datasets[0])
         for name, part in zip(("train", "valid", "test"), datasets):
             if len(part) == 0:
+                when = self._time_range_story()
                 raise ValueError(
                     f"the {name} split is empty: `eval_args.split` {split} leaves it no row of "
                     f"{len(self.inter_feat):,} ({self._row_count_story()}). Check the split against the data's "
-                    "time range and the filters named here."
+                    "time range and the filters named here" + (f": {when}." if when else ".")
                 )
         return datasets
 

@@ -10,6 +10,7 @@ never cut.
 
 import hashlib
 import json
+import string
 from logging import getLogger
 from pathlib import Path
 
@@ -18,30 +19,46 @@ import torch
 from recbole_cora.io import atomic_path
 
 
+def template_slots(template):
+    """The slot names of a ``str.format`` template, in order (a ValueError for a malformed one)."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+def template_problems(option, template, required=("target",), optional=("history",), once=()):
+    """Sentences naming what is wrong with the prompt template of ``option`` (empty: nothing): a slot it must hold
+    and lacks (``once``: exactly one time), a slot no model fills, or text ``str.format`` cannot read. Checked by the
+    model that fills it and, before anything trains, by ``recbole_cora.checks``."""
+    if not template or not isinstance(template, str):
+        return [f"{option} is empty: it must contain the slot {{{required[0]}}}."]
+    try:
+        names = template_slots(template)
+    except ValueError as err:
+        return [f"{option} {template!r} cannot be read as a template ({err}): write slots as {{history}}, "
+                "and a literal brace as {{ or }}."]
+    known = [*optional, *required, *once]
+    problems = [f"{option} must contain the slot {{{slot}}}; got {template!r}." for slot in required if slot not in names]
+    unknown = [name for name in dict.fromkeys(names) if name not in known]
+    if unknown:
+        slots = ", ".join("{" + name + "}" for name in known)
+        problems.append(f"{option} has an unknown slot {', '.join(repr(n) for n in unknown)}: only {slots} exist.")
+    problems += [f"{option} must contain the slot {{{slot}}} exactly once." for slot in once if names.count(slot) != 1]
+    return problems
+
+
 class PromptBuilder:
     """``slots`` names extra template slots (e.g. CoLLM's ``user_emb``, ``item_emb``) that are filled
     with one placeholder token each, whose input embedding a model replaces."""
 
     def __init__(self, config, dataset, tokenizer, option="prompt_template", slots=(), context_length=None,
                  with_target=True, shown=None):
-        self.template = config[option]
+        self.option, self.template = option, config[option]
         self.slots = tuple(slots)
         self.shown = shown  # show only the last ``shown`` history items (None: all the row carries)
-        if with_target and (not self.template or "{target}" not in self.template):
-            raise ValueError(
-                f"{option} must contain the slot {{target}} (and usually {{history}}); got {self.template!r}."
-            )
-        if not with_target and (not self.template or "{history}" not in self.template):
-            raise ValueError(f"{option} must contain the slot {{history}}; got {self.template!r}.")
-        known = ["history", *(["target"] if with_target else []), *self.slots]
-        try:
-            self.template.format(**{name: "" for name in known})
-        except (KeyError, IndexError) as err:
-            names = ", ".join("{" + name + "}" for name in known)
-            raise ValueError(f"{option} has an unknown slot {err}: only {names} exist.") from None
-        for slot in self.slots:
-            if self.template.count("{" + slot + "}") != 1:
-                raise ValueError(f"{option} must contain the slot {{{slot}}} exactly once.")
+        required = ("target",) if with_target else ("history",)
+        optional = ("history",) if with_target else ()
+        problems = template_problems(option, self.template, required, optional, once=self.slots)
+        if problems:
+            raise ValueError(problems[0])
         self.placeholder = config["placeholder_token"] or tokenizer.unk_token or tokenizer.pad_token
         placeholder_ids = tokenizer.encode(self.placeholder, add_special_tokens=False) if self.slots else [None]
         if len(placeholder_ids) != 1:
@@ -141,13 +158,19 @@ class PromptBuilder:
         return self.template.format(history=shown, target=self.titles[target], **fill)
 
     def _encode(self, history, target):
+        return self._encode_text(history, target)[1]
+
+    def _encode_text(self, history, target):
+        """(the text the tokenizer is given, its token ids): the oldest history titles dropped while the prompt is
+        over ``max_tokens``."""
         history = self._history(history)
         dropped = False
         while True:
-            ids = self.tokenizer.encode(self.text(history, target))
+            text = self.text(history, target)
+            ids = self.tokenizer.encode(text)
             if len(ids) <= self.max_tokens:
                 self.truncated += dropped
-                return ids
+                return text, ids
             if not history:
                 raise ValueError(
                     f"the prompt for item {target} has {len(ids)} tokens without any history, over "
@@ -172,6 +195,16 @@ class PromptBuilder:
                     )
             out.append(ids)
         return out
+
+    def example(self, interaction, with_target=True):
+        """(text, token ids) of the first row of ``interaction`` exactly as the LLM reads it: the string given to the
+        tokenizer (after any history titles dropped for length) and what it gave (the ids every batch uses)."""
+        histories, targets = self.rows(interaction[:1], with_target)
+        ids = self.token_ids(histories, targets)[0]
+        truncated = self.truncated  # counted once, by token_ids
+        text, _ = self._encode_text(list(histories[0]), targets[0])
+        self.truncated = truncated
+        return text, ids
 
     def rows(self, interaction, with_target=True):
         """(histories, targets) of a batch's rows (targets 0 when the prompt shows none)."""

@@ -25,7 +25,8 @@ def evaluate_groups(evaluator, struct):
     """RecBole's ``Evaluator`` on all rows, then on warm and cold rows alone.
 
     Keys: ``auc`` for all rows (so RecBole's ``valid_metric`` works unchanged), ``warm_auc``,
-    ``cold_auc``... A group with no rows, or with one class only where a metric needs both, is NaN.
+    ``cold_auc``... A group with no rows, or with one class only where a metric needs both, is NaN. With UAUC,
+    ``uauc_users`` (``warm_uauc_users``, ...) counts the users its mean is over (those with both classes).
     """
     uauc = evaluator.metric_class.get("uauc")
     counts = []
@@ -33,6 +34,7 @@ def evaluate_groups(evaluator, struct):
     result["rows"] = int(struct.get("data.label").numel())
     if uauc is not None:
         counts.append(("all", *uauc.last_counts))
+        result["uauc_users"] = int(uauc.last_counts[0])
     if "data.warm" not in struct:
         _log_uauc_counts(counts)
         return result
@@ -47,6 +49,8 @@ def evaluate_groups(evaluator, struct):
                 counts.append((group, *uauc.last_counts))
         for name, value in values.items():
             result[f"{group}_{name}"] = value
+        if uauc is not None:
+            result[f"{group}_uauc_users"] = int(counts[-1][1]) if counts[-1][0] == group else 0
     result["warm_rows"] = int(warm.sum())
     result["cold_rows"] = int((~warm).sum())
     _log_uauc_counts(counts)

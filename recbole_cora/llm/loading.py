@@ -113,23 +113,29 @@ def _random_llm(path, config, kwargs):
         return AutoModelForCausalLM.from_config(llm_config, dtype=kwargs["dtype"], trust_remote_code=kwargs["trust_remote_code"])
 
 
-def load_llm(config):
-    """(model, tokenizer) for ``config['llm_path']``, frozen and in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_llm_path(config["llm_path"])
-    dtype_name = config["llm_dtype"] or "float32"
-    if dtype_name not in DTYPES:
-        raise LLMLoadError(f"llm_dtype '{dtype_name}': use one of {sorted(DTYPES)}.")
+def llm_option_problems(config):
+    """Sentences naming what would stop ``config``'s LLM from loading, found without loading it (empty: none)."""
+    problems = []
+    try:
+        resolve_llm_path(config["llm_path"])
+    except LLMLoadError as err:
+        problems.append(str(err))
     init = config["llm_init"] or "pretrained"
-    if init not in LLM_INITS:
-        raise LLMLoadError(f"llm_init '{init}': use one of {list(LLM_INITS)}.")
     if config["llm_config_overrides"] and init != "random":
-        raise LLMLoadError(
+        problems.append(
             "llm_config_overrides changes the LLM's shape, which pretrained weights fix: use it with `llm_init: random`."
         )
     if init == "random" and config["device_map"]:
-        raise LLMLoadError("llm_init: random builds the LLM on one device; unset `device_map` (or use pretrained weights).")
+        problems.append("llm_init: random builds the LLM on one device; unset `device_map` (or use pretrained weights).")
+    if config["llm_max_memory"] and not config["device_map"]:
+        problems.append("llm_max_memory caps what device_map places on each device: set `device_map: auto` too.")
+    return problems
+
+
+def model_folder(config):
+    """The Hugging Face folder of ``config``'s LLM: ``llm_path`` itself, or for a .gguf its dequantised copy in
+    ``llm_cache_dir`` (made on first use)."""
+    path = resolve_llm_path(config["llm_path"])
     if path.suffix == ".gguf":
         cache = _gguf_cache_dir(path, config["llm_cache_dir"] or "saved/llm_cache")
         if not (cache / "model.safetensors").is_file():
@@ -137,6 +143,34 @@ def load_llm(config):
         path = cache
     if not (path / "config.json").is_file():
         raise LLMLoadError(f"llm_path '{path}' is not a Hugging Face model folder: it has no config.json.")
+    return path
+
+
+def load_tokenizer(config, path=None):
+    """The tokenizer of ``config``'s LLM (a pad token set: the EOS token where it has none)."""
+    from transformers import AutoTokenizer
+
+    path = path or model_folder(config)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(config["trust_remote_code"]), local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_llm(config):
+    """(model, tokenizer) for ``config['llm_path']``, frozen and in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    dtype_name = config["llm_dtype"] or "float32"
+    if dtype_name not in DTYPES:
+        raise LLMLoadError(f"llm_dtype '{dtype_name}': use one of {sorted(DTYPES)}.")
+    init = config["llm_init"] or "pretrained"
+    if init not in LLM_INITS:
+        raise LLMLoadError(f"llm_init '{init}': use one of {list(LLM_INITS)}.")
+    problems = llm_option_problems(config)
+    if problems:
+        raise LLMLoadError(problems[0])
+    path = model_folder(config)
     trust = bool(config["trust_remote_code"])
     kwargs = {"dtype": DTYPES[dtype_name], "trust_remote_code": trust, "local_files_only": True}
     if config["device_map"]:
@@ -148,8 +182,6 @@ def load_llm(config):
             offload = Path(config["llm_offload_dir"]) / f"{path.name}-{dtype_name}-{os.getpid()}"
             atexit.register(shutil.rmtree, offload, True)
             kwargs["offload_folder"] = str(offload)
-    elif config["llm_max_memory"]:
-        raise LLMLoadError("llm_max_memory caps what device_map places on each device: set `device_map: auto` too.")
     try:
         if init == "random":
             model = _random_llm(path, config, kwargs)
@@ -157,9 +189,7 @@ def load_llm(config):
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except ValueError as err:
         raise LLMLoadError(f"llm_path '{path}' could not be loaded as a causal language model: {err}") from err
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust, local_files_only=True)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(config, path)
     model.requires_grad_(False)
     model.eval()
     return model, tokenizer

@@ -32,6 +32,9 @@ class LLMRecommender(AbstractRecommender):
 
     input_type = InputType.POINTWISE
     tasks = ()  # the tasks a model runs, its own first (recbole_cora.config.model_tasks)
+    # The prompt templates the model fills: option -> (slots it must hold, slots it may hold, slots it must hold exactly
+    # once: placeholders whose embedding the model replaces). recbole_cora.checks reads them before anything runs.
+    prompt_templates = {}
     # Rows of the train split the LLM side learns from, fixed for the run (RecLoRA's Few2Many); None: all rows.
     train_row_subset = None
     # Between training stages (CoLLM's steps, Laser's stages) the next stage starts from the previous one's best
@@ -77,6 +80,10 @@ class LLMRecommender(AbstractRecommender):
     def prompt_lengths(self, interaction):
         """Token counts of the batch's prompts (length bucketing), or None for a model without them."""
         return None
+
+    def prompt_builders(self):
+        """The model's prompts, ``{template option: PromptBuilder}`` (the plan prints one prompt of each)."""
+        return {value.option: value for value in vars(self).values() if isinstance(value, PromptBuilder)}
 
     def set_gradient_checkpointing(self, enabled):
         """Recompute the frozen LLM's activations in the backward pass (less memory, about one more forward)."""
@@ -168,6 +175,7 @@ class LabeledLLMRecommender(LLMRecommender):
 
     type = ModelType.CONTEXT
     tasks = ("labeled",)
+    prompt_templates = {"prompt_template": (("target",), ("history",), ())}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

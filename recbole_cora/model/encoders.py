@@ -17,6 +17,7 @@ from torch import nn
 
 from recbole_cora.compat import keep_anomaly_mode, load_recbole_checkpoint
 
+CF_STAGE_FILE = "embeddings.safetensors"  # a CF stage's tables; written last
 DIN_STAGE_FILE = "encoder.json"
 SEQUENCE_STAGE_FILE = "encoder.json"
 
@@ -80,7 +81,7 @@ class FrozenCFEncoder(nn.Module):
     @classmethod
     def from_stage(cls, stage, dataset, check_fingerprint=True):
         path = Path(stage)
-        path = path / "embeddings.safetensors" if path.is_dir() else path
+        path = path / CF_STAGE_FILE if path.is_dir() else path
         if not path.is_file():
             raise CFCheckpointError(f"CF stage '{path}' does not exist: run the CF stage first (recbole_cora.stages.run_cf_stage).")
         try:

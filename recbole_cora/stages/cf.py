@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from recbole_cora.io import atomic_path
+from recbole_cora.model.encoders import CF_STAGE_FILE
 from recbole_cora.stages.runner import KEY_OPTIONS, run_recbole_stage, stage_config
 
 CF_KEY_OPTIONS = KEY_OPTIONS
@@ -64,8 +65,8 @@ def run_cf_stage(config, dataset=None):
 
     def save(model, cf_dataset, fingerprint, stage):
         user_table, item_table = embedding_tables(model)
-        save_cf_embeddings(stage / "embeddings.safetensors", user_table, item_table, cf_dataset, fingerprint,
+        save_cf_embeddings(stage / CF_STAGE_FILE, user_table, item_table, cf_dataset, fingerprint,
                            cf_dataset.config["model"])
 
-    return run_recbole_stage(cf_stage_config(config), dataset, CF_KEY_OPTIONS, "embeddings.safetensors", save,
+    return run_recbole_stage(cf_stage_config(config), dataset, CF_KEY_OPTIONS, CF_STAGE_FILE, save,
                              what="the train split's positives")

@@ -28,6 +28,8 @@ SLOTS = ("user_emb", "item_emb")
 
 
 class CoLLM(LabeledLLMRecommender):
+    prompt_templates = {**LabeledLLMRecommender.prompt_templates, "collm_prompt_template": (("target",), ("history",), SLOTS)}
+
     @classmethod
     def required_stages(cls, config):
         return {"cf": "cf_stage_dir"}

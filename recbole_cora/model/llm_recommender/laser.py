@@ -28,6 +28,7 @@ from recbole_cora.model.layers import MFormer, load_balance_loss
 
 
 class Laser(NextItemLLMRecommender):
+    prompt_templates = {"laser_prompt_template": (("history",), (), ())}
     stage_starts_from_best = True  # stage 2 starts from stage 1's best model and its item matrix
 
     def __init__(self, config, dataset):
