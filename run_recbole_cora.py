@@ -10,6 +10,9 @@
     python run_recbole_cora.py --compare LightGCN,MF,DeepFM,TALLRec,CoLLM,CoRA --config_files my.yaml
     python run_recbole_cora.py --compare SASRec,BERT4Rec,GRU4Rec,Laser --task next_item
 
+    python run_recbole_cora.py --predict saved/CoRA-<time> --pairs pairs.tsv      # scores.tsv: a probability per pair
+    python run_recbole_cora.py --recommend saved/CoRA-<time> --users 196,186 --topk 10
+
 Options other than --model, --dataset, --task, --config_files, --resume, --compare and --compare_dir are
 RecBole-style --key=value overrides.
 """
@@ -50,9 +53,19 @@ def main(argv=None):
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                         help="go on with a killed run: the newest one of this model with the same options, or RUN "
                              "(its saved folder, e.g. saved/CoRA-Nov-23-2026_10-00-00)")
+    parser.add_argument("--predict", default=None, metavar="RUN", help="score the --pairs file with a saved run")
+    parser.add_argument("--pairs", default=None, help="user<TAB>item[<TAB>time] per line (with --predict)")
+    parser.add_argument("--recommend", default=None, metavar="RUN", help="the top --topk items of --users from a saved run")
+    parser.add_argument("--users", default=None, help="comma-separated user tokens (with --recommend)")
+    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--candidates", type=int, default=50,
+                        help="a labeled LLM model re-ranks this many of its CF encoder's best items (with --recommend)")
+    parser.add_argument("--out", default=None, help="the file --predict / --recommend writes (scores.tsv, recommendations.tsv)")
     args, overrides = parser.parse_known_args(argv)
     if args.compare:
         return compare(args, overrides)
+    if args.predict or args.recommend:
+        return use_run(args, overrides)
 
     from recbole_cora import run_recbole_cora
     from recbole_cora.compat import CorruptCheckpointError, UntrustedCheckpointError
@@ -90,6 +103,63 @@ def main(argv=None):
         print(result["table"])
         print(f"results saved in {result['results_dir']}")
     return 0
+
+
+def _value(text):
+    """A --key=value's value as Python reads it (64, True, [1, 2]), else the text itself."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def use_run(args, overrides):
+    """--predict / --recommend: a saved run scores pairs or recommends items (recbole_cora.inference)."""
+    from recbole_cora.config import parse_cmd_args
+    from recbole_cora.inference import RunLoadError, load_run, read_pairs, write_scores
+
+    try:
+        options = {key: _value(value) for key, value in parse_cmd_args(overrides).items()}
+        options.setdefault("show_progress", True)
+        if args.predict:
+            if not args.pairs:
+                raise RunLoadError("--predict needs --pairs FILE: one 'user<TAB>item[<TAB>time]' per line.")
+            users, items, times, lines = read_pairs(args.pairs)
+            run = load_run(args.predict, **options)
+            result = run.predict_pairs(users, items, times, show_progress=True, lines=lines)
+            if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every process scored its share; one writes
+                return 0
+            out = args.out or "scores.tsv"
+            titles = [run.title(i) for i in run._ids(run.dataset.iid_field, items, "item", lines).tolist()]
+            write_scores(out, users, items, result, titles)
+            cold = int((~result["warm"]).sum())
+            print(f"{len(users)} pairs scored by {run.config['model']} ({cold} cold: a user or item the train split "
+                  f"never saw) -> {out}")
+            return 0
+        if not args.users:
+            raise RunLoadError("--recommend needs --users u1,u2,... (user tokens of the dataset).")
+        run = load_run(args.recommend, **options)
+        users = [u.strip() for u in args.users.split(",") if u.strip()]
+        rows = run.recommend(users, k=args.topk, candidates=args.candidates, show_progress=True)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0
+        out = args.out or "recommendations.tsv"
+        with open(out, "w", encoding="utf-8") as f:
+            f.write("user\trank\titem\tscore\ttitle\tcandidates\n")
+            for row in rows:
+                f.write(f"{row['user']}\t{row['rank']}\t{row['item']}\t{row['score']:.6f}\t{row['title']}\t{row['source']}\n")
+        print("| user | rank | item | score | title |\n|---|---|---|---|---|")
+        for row in rows:
+            print(f"| {row['user']} | {row['rank']} | {row['item']} | {row['score']:.4f} | {row['title']} |")
+        print(f"{run.config['model']}: {rows[0]['source'] if rows else ''} re-ranked; saved in {out}")
+        return 0
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        if os.environ.get("RECBOLE_CORA_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def compare(args, overrides):

@@ -88,6 +88,54 @@ def plain_config(config, as_text=False):
     return out
 
 
+# ---------------------------------------------------------------------------------------- what rebuilds a run
+# Options naming files or folders: kept absolute in a saved run, so that it loads from any working directory.
+PATH_OPTIONS = (
+    "data_path", "checkpoint_dir", "cf_checkpoint_dir", "llm_cache_dir", "token_cache_dir", "llm_path", "results_dir",
+    "cf_stage_dir", "reclora_stage_dir", "sequence_stage_dir", "collm_stage1_dir", "llm_offload_dir",
+)
+
+
+def saved_options(config):
+    """What a run records to be rebuilt: the options it was given (files, dict and --key=value merged), paths made
+    absolute, the model, dataset and task, and every stage folder it read."""
+    options = {}
+    for key, value in config.external_config_dict.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        options[key] = value
+    options.update({"model": config["model"], "dataset": config["dataset"], "task": config["task"]})
+    for key in PATH_OPTIONS:
+        value = config[key] if key in config else None
+        if key == "data_path":  # RecBole joined the dataset name on; the option is the folder above
+            value = os.path.dirname(os.path.normpath(str(config["data_path"])))
+        if isinstance(value, str) and value and os.path.exists(value):
+            options[key] = os.path.abspath(value)
+    options.pop("resume", None)
+    return options
+
+
+def llm_identity(llm):
+    """What identifies the frozen LLM's weights: dtype, shape and the sum of its input embeddings (float64), which
+    differ between checkpoints, fine-tunes and random seeds."""
+    embeddings = llm.get_input_embeddings().weight
+    identity = {"name_or_path": str(llm.config.name_or_path), "dtype": str(embeddings.dtype), "shape": list(embeddings.shape)}
+    if embeddings.device.type != "meta":
+        identity["embedding_sum"] = float(embeddings.detach().double().sum())
+    return identity
+
+
+def run_record(config, model=None, fingerprint=None):
+    """The ``run`` entry of a saved model's ``config.json`` (and of a RecBole checkpoint)."""
+    record = {"options": saved_options(config), "split_fingerprint": fingerprint, "format": 1}
+    llm = getattr(model, "llm", None)
+    if llm is not None:
+        record["llm"] = llm_identity(llm)
+    return record
+
+
 # ---------------------------------------------------------------------------------------- tensors
 def save_tensors(tensors, path, metadata=None):
     save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, str(path), metadata=metadata)
@@ -105,11 +153,13 @@ def load_tensors(path, what):
         ) from err
 
 
-def save_trainable(model, folder, config, state):
-    """The model folder: ``trainable.safetensors`` and ``config.json``, published atomically."""
+def save_trainable(model, folder, config, state, fingerprint=None):
+    """The model folder: ``trainable.safetensors`` and ``config.json`` (the resolved config, the training state and
+    ``run``: what rebuilds the run, see ``run_record``), published atomically."""
     tmp = temporary_dir(folder)
     save_tensors(model.trainable_state_dict(), tmp / "trainable.safetensors", metadata={"model": type(model).__name__})
-    (tmp / "config.json").write_text(json.dumps({"config": plain_config(config), "state": state}, indent=2, default=str))
+    saved = {"config": plain_config(config), "state": state, "run": run_record(config, model, fingerprint)}
+    (tmp / "config.json").write_text(json.dumps(saved, indent=2, default=str))
     publish_dir(tmp, folder)
 
 

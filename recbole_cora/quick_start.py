@@ -20,6 +20,7 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
 from recbole_cora.checks import check_run
 from recbole_cora.compat import make_run_dirs, silence_recbole_warnings
+from recbole_cora.inference import write_run_file
 from recbole_cora.io import atomic_path
 from recbole_cora.config import Config
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, place_model
@@ -129,6 +130,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         save_results(folder, results, config, config["task"])
         if curve:
             save_curve(folder / "curve.csv", curve)
+        if saved and getattr(trainer, "optimizer", None) is not None:  # what recbole_cora.load_run reads back
+            write_run_file(folder, trainer.saved_model_file)
     table = markdown_table(results, config["task"])
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f":\n{table}\n(saved in {folder})")
@@ -138,7 +141,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "results": results,
-        "results_dir": str(folder),
+        "results_dir": str(folder.resolve()),
         "table": table,
         "curve": curve,
     }

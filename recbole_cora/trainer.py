@@ -53,10 +53,15 @@ class CheckpointMixin:
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
+            "run": ckpt.run_record(self.config, self.model, getattr(self, "_split_fingerprint", None)),  # inference
         }
         atomic_torch_save(state, saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def fit(self, train_data, *args, **kwargs):
+        self._split_fingerprint = getattr(train_data._dataset, "fingerprint", None)  # saved with the checkpoint
+        return super().fit(train_data, *args, **kwargs)
 
     def _load_checkpoint(self, checkpoint_file):
         return load_recbole_checkpoint(
@@ -604,7 +609,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         if not self.accelerator.is_main_process:
             return
         folder = Path(kwargs.pop("saved_model_file", self.saved_model_file))
-        save_trainable(self.model, folder, self.config, {"epoch": epoch, "best_valid_score": self.best_valid_score})
+        save_trainable(self.model, folder, self.config, {"epoch": epoch, "best_valid_score": self.best_valid_score},
+                       fingerprint=self._fingerprint)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {folder}")
 

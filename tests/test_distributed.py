@@ -48,6 +48,20 @@ def test_two_processes_give_the_metrics_of_one(tmp_path, tiny_llm):
     # the frozen CF encoder's row does not depend on training at all: identical
     assert one["LightGCN (frozen CF encoder)"]["auc"] == two["LightGCN (frozen CF encoder)"]["auc"]
 
+    # the one-process run's saved model scores a pairs file the same in one process and in two (17: uneven)
+    trained = next((tmp_path / "one").glob("results/CoRA-*"))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{u}\t{i}\n" for u, i in zip(range(180, 197), range(240, 257))))
+    predict = [str(ROOT / "run_recbole_cora.py"), "--predict", str(trained), "--pairs", str(pairs), "--show_progress=False"]
+    for cwd, prefix in ((tmp_path / "one", [sys.executable]), (tmp_path / "two", [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(free_port())])):
+        done = subprocess.run(prefix + predict + ["--out", str(cwd / "scores.tsv")], capture_output=True, text=True,
+                              cwd=cwd, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+    lines = (tmp_path / "one" / "scores.tsv").read_text().splitlines()
+    assert len(lines) == 18 and lines == (tmp_path / "two" / "scores.tsv").read_text().splitlines()
+
 
 def test_two_processes_rank_every_next_item_user_once_with_the_metrics_of_one(tmp_path, tiny_llm):
     """Laser (next-item): the item matrix and the users are split between processes and gathered; every test user is

@@ -223,6 +223,29 @@ class LabeledDataset(ItemTextMixin, Dataset):
             self.inter_feat[self.history_length_field] = np.fromiter(map(len, histories), dtype=np.int64)
             self.set_field_property(self.history_length_field, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
 
+    def histories_before(self, user_ids, times):
+        """(n, history_len) item ids: each user's last ``history_len`` positive items strictly before the time (rows of
+        every split; ties broken as the dataset's history order), oldest first, right-padded with 0: the history a
+        new row of that user at that time gets (``recbole_cora.inference``)."""
+        feat = self.inter_feat
+        if not hasattr(self, "_positive_index"):
+            users, items = feat[self.uid_field].numpy(), feat[self.iid_field].numpy()
+            labels = feat[self.label_field].numpy()
+            stamps = feat[self.time_field].numpy().astype(np.float64) if self.time_field in feat else np.zeros(len(users))
+            order = np.argsort(stamps, kind="stable")  # inter_feat is in time order after the split: file order in ties
+            index = defaultdict(lambda: ([], []))
+            for row in order:
+                if labels[row] == 1:
+                    index[users[row]][0].append(stamps[row])
+                    index[users[row]][1].append(items[row])
+            self._positive_index = {user: (np.asarray(t), np.asarray(i, dtype=np.int64)) for user, (t, i) in index.items()}
+        out = torch.zeros(len(user_ids), self.history_len, dtype=torch.long)
+        for k, (user, when) in enumerate(zip(np.asarray(user_ids), np.asarray(times, dtype=np.float64))):
+            stamps, items = self._positive_index.get(int(user), (np.zeros(0), np.zeros(0, dtype=np.int64)))
+            seen = items[: int(np.searchsorted(stamps, when, side="left"))][-self.history_len:]
+            out[k, : len(seen)] = torch.from_numpy(seen)
+        return out
+
     def _dataframe_to_interaction(self, data):
         """Fixed-width histories, and the time field in float64: RecBole stores float fields as
         float32, whose step near 1e9 (Unix time) is 64-128 seconds, blurring time order."""
@@ -298,6 +321,7 @@ class LabeledDataset(ItemTextMixin, Dataset):
         items = np.zeros(self.item_num, dtype=bool)
         users[train[self.uid_field].numpy()] = True
         items[train[self.iid_field].numpy()] = True
+        self.warm_masks = (torch.from_numpy(users), torch.from_numpy(items))  # for rows made later (inference)
         self.set_field_property(self.warm_field, FeatureType.FLOAT, FeatureSource.INTERACTION, 1)
         for part in datasets:
             feat = part.inter_feat
