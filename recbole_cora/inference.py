@@ -402,7 +402,8 @@ class SavedRun:
         known = self.positives().get(uid, set())
         allowed = torch.ones(self.dataset.item_num, dtype=torch.bool)
         allowed[0] = False
-        allowed[list(known)] = False if known else allowed[list(known)]
+        if known:
+            allowed[list(known)] = False
         encoder = self.model.reference_encoder() if self.kind == "llm" else None
         table = getattr(encoder, "user_table", None)
         if table is not None:  # the frozen CF encoder's own ranking

@@ -79,5 +79,13 @@ def test_both_steps_from_one_command_and_step_2_from_a_saved_step_1(tiny_llm, tm
     state = model.state_dict()
     assert saved and all(torch.equal(state[name], tensor) for name, tensor in saved.items())
     assert model.training_stages() == [2]
+    # the two-step run loads back whole: step 1's LoRA and step 2's mapping, and scores its test rows as it did
+    from recbole_cora import load_run
+
+    loaded = load_run(out["results_dir"])
+    assert loaded.path.name.endswith("-step2")
+    assert all(torch.equal(loaded.model.state_dict()[name], tensor) for name, tensor in saved.items())
+    again = loaded.evaluate("test")
+    assert all(again[key] == out["test_result"][key] for key in ("auc", "uauc", "logloss", "rows"))
     with pytest.raises(ValueError, match="collm_stage1_dir"):
         build(tiny_llm, collm_stage=2, cf_checkpoint_dir=str(tmp_path / "cf"))
