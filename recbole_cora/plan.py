@@ -69,7 +69,8 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
     feat = dataset.inter_feat
     users, items = (len(feat[field].unique()) for field in (dataset.uid_field, dataset.iid_field))
     lines.append(f"  data      {_n(len(feat))} interactions of {_n(users)} users and {_n(items)} items (after filters)")
-    split = config["eval_args"]["split"]
+    args = config["eval_args"]
+    split = f"{args['split']}, order {args['order']}" + ("" if next_item else f", group_by {args['group_by']}")
     unit = "users" if next_item else "rows"
     lines.append(f"  split     {split}: train {_n(len(train))} rows, valid {_n(len(valid))} {unit}{_warm(valid, config)}, "
                  f"test {_n(len(test))} {unit}{_warm(test, config)}")

@@ -416,11 +416,12 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
         step = (time.time() - clock) / done
         epochs = max(1, self.epochs - epoch_idx)
-        self.logger.info(
-            set_color("time", "yellow") + f": {step:.1f} s a training step (measured over {done}): an epoch of "
-            f"{n_batches} steps takes about {duration(step * n_batches)}; {epochs} epoch(s) at most "
-            f"{duration(step * n_batches * epochs)} of training, evaluations not counted (each is timed in its log line)"
-        )
+        with tqdm.external_write_mode():  # the line goes above the progress bar, not into it
+            self.logger.info(
+                set_color("time", "yellow") + f": {step:.1f} s a training step (measured over {done}): an epoch of "
+                f"{n_batches} steps takes about {duration(step * n_batches)}; {epochs} epoch(s) at most "
+                f"{duration(step * n_batches * epochs)} of training, evaluations not counted (each is timed in its log line)"
+            )
         self._timed = True
         return None
 
