@@ -55,8 +55,9 @@ def number_problems(config):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             problems.append(f"{option} {value!r}: give a number of at least 0.")
     curve = config["curve_epochs"]
-    if curve:
-        epochs = config["epochs"]
+    if curve:  # a stage may train longer than `epochs` (CoLLM's and Laser's stage1_epochs / stage2_epochs)
+        stages = [config[key] for key in ("epochs", "stage1_epochs", "stage2_epochs") if key in config]
+        epochs = max((e for e in stages if isinstance(e, int) and not isinstance(e, bool)), default=None)
         if not isinstance(curve, (list, tuple)) or not all(isinstance(e, int) and not isinstance(e, bool) for e in curve):
             problems.append(f"curve_epochs {curve!r}: give a list of epoch numbers, e.g. [1, 4, 16].")
         else:
@@ -141,7 +142,7 @@ def data_problems(config, reads_text):
             if unknown:
                 problems.append(f"item_text_template {template!r} names {unknown}, which are not in text_fields "
                                 f"{fields}: add them to text_fields or change the template.")
-    if not (config["history_len"] or 0) > 0:
+    if config["task"] == "labeled" and not (config["history_len"] or 0) > 0:  # next_item: ~ means MAX_ITEM_LIST_LENGTH
         problems.append(f"{config['model']} shows the user's history: set `history_len` > 0.")
     return problems
 

@@ -28,9 +28,9 @@ def _warm(part, config):
     return f" ({float(feat[field].float().mean()) * 100:.0f} % warm)"
 
 
-def _rows(n, config):
+def _rows(n, config, unit="rows"):
     shown = len(eval_row_subset(n, config))
-    return f"{_n(shown)} of {_n(n)} rows (eval_rows)" if shown < n else f"all {_n(n)} rows"
+    return f"{_n(shown)} of {_n(n)} {unit} (eval_rows)" if shown < n else f"all {_n(n)} {unit}"
 
 
 def _stage_line(stage):
@@ -81,14 +81,21 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
         rows, steps = training_steps(config, len(train), model_class)
         sampled = f"{_n(rows)} of the {_n(len(train))} train rows drawn anew each epoch (train_rows_per_epoch)" if rows < len(train) \
             else f"all {_n(len(train))} train rows"
+        stages = model_class.stages_of(config) or [None]
+        if stages != [None]:  # CoLLM's steps, Laser's stages: each its own epochs (stage<k>_epochs, else epochs)
+            per_stage = [config[f"stage{k}_epochs"] or config["epochs"] for k in stages]
+            epochs = " + ".join(f"{n} (stage {k})" for k, n in zip(stages, per_stage))
+            total = sum(per_stage)
+        else:
+            total = epochs
         lines.append(f"  train     at most {epochs} epoch(s) of {sampled}: {_n(steps)} steps of {config['train_batch_size']} "
-                     f"rows per epoch, {_n(steps * epochs)} in all; learning rate {config['learning_rate']}")
+                     f"rows per epoch, {_n(steps * total)} in all; learning rate {config['learning_rate']}")
     else:
         lines.append(f"  train     RecBole's trainer: at most {epochs} epochs on {_n(len(train))} train rows, stopping after "
                      f"{config['stopping_step']} evaluations without a better {config['valid_metric']}")
     if next_item:
-        lines.append(f"  evaluate  valid every {config['eval_step']} epoch(s) on its {_n(len(valid))} users; test on "
-                     f"its {_n(len(test))} users ({config['eval_args']['mode']['test']} ranking)")
+        lines.append(f"  evaluate  valid every {config['eval_step']} epoch(s) on {_rows(len(valid), config, 'users')}; test on "
+                     f"{_rows(len(test), config, 'users')} ({config['eval_args']['mode']['test']} ranking)")
     else:
         lines.append(f"  evaluate  valid every {config['eval_step']} epoch(s) on {_rows(len(valid), config)}; test on "
                      f"{_rows(len(test), config)}")

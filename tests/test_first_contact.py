@@ -51,8 +51,9 @@ def test_the_llm_and_its_answer_words_are_checked_with_the_tokenizer_alone(tiny_
     assert [p.split(" ")[0] for p in caught.value.problems] == ["CoRA", "llm_path"]
     with pytest.raises(OptionError, match="collm_prompt_template must contain the slot {item_emb} exactly once"):
         checked("CoLLM", llm_path=tiny_llm, collm_prompt_template="{history} {user_emb} {target}? #Answer:")
-    with pytest.raises(OptionError, match="laser_prompt_template must contain the slot {history}"):
-        checked("Laser", llm_path=tiny_llm, laser_prompt_template="The next item is")
+    with pytest.raises(OptionError) as caught:
+        checked("Laser", llm_path=tiny_llm, laser_prompt_template="The next item is", history_len=None)
+    assert len(caught.value.problems) == 1 and "laser_prompt_template must contain the slot {history}" in str(caught.value)
     checked("CoRA", llm_path=tiny_llm)  # the defaults pass
     checked("LightGCN")  # a RecBole model: its data is there, nothing else to check
 
@@ -147,3 +148,16 @@ def test_uauc_over_too_few_users_is_marked():
     assert SMALL_MARK not in large and "| 1.0000 | 40 |" in large
     nan = markdown_table({"M": {**result(0), "uauc": math.nan}})
     assert "| n/a | 0 |" in nan
+
+
+def test_the_plan_counts_each_training_stage_of_a_two_stage_model():
+    from recbole.data import data_preparation
+
+    from recbole_cora.plan import describe_plan
+
+    config = Config("CoLLM", "ml-100k", config_dict={**QUIET, "epochs": 2, "train_rows_per_epoch": 64,
+                                                      "time_window": ["1998-03-01", "1998-05-01"]})
+    dataset = create_dataset(config)
+    lines = describe_plan(config, dataset, data_preparation(config, dataset), get_model("CoLLM"))
+    train = next(line for line in lines if line.strip().startswith("train"))
+    assert "at most 2 (stage 1) + 2 (stage 2) epoch(s) of 64" in train and "16 in all" in train

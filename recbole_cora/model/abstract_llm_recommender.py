@@ -67,6 +67,11 @@ class LLMRecommender(AbstractRecommender):
         """The frozen encoder whose own scores the pipeline reports beside this model's (None: none)."""
         return None
 
+    @classmethod
+    def stages_of(cls, config):
+        """The training stages a model of ``config`` will run (what ``training_stages`` returns once built)."""
+        return [None]
+
     def training_stages(self):
         """The model's training stages, run one after the other with a trainer each ([None]: one plain stage)."""
         return [None]

@@ -49,7 +49,7 @@ class CoLLM(LabeledLLMRecommender):
         self.mapping = nn.Sequential(
             nn.Linear(self.cf_encoder.embedding_size, hidden), nn.ReLU(), nn.Linear(hidden, self.d_model)
         )
-        self.stages = {"both": [1, 2], 1: [1], 2: [2], "1": [1], "2": [2]}.get(config["collm_stage"])
+        self.stages = self.stages_of(config)
         if self.stages is None:
             raise ValueError(f"collm_stage {config['collm_stage']!r}: use 1, 2 or both.")
         self.set_stage(1)
@@ -60,6 +60,10 @@ class CoLLM(LabeledLLMRecommender):
 
     def reference_encoder(self):
         return self.cf_encoder
+
+    @classmethod
+    def stages_of(cls, config):
+        return {"both": [1, 2], 1: [1], 2: [2], "1": [1], "2": [2]}.get(config["collm_stage"])
 
     def training_stages(self):
         return list(self.stages)

@@ -48,7 +48,7 @@ class Laser(NextItemLLMRecommender):
         self.suffix = nn.Parameter(torch.randn(self.d_model) * spread)
         self.projection = nn.Linear(self.d_model, self.vector_size)
         self.balance_weight = float(config["balance_weight"])
-        self.stages = [1, 2] if config["stage2_epochs"] else [1]
+        self.stages = self.stages_of(config)
         self.set_stage(1)
 
     @classmethod
@@ -57,6 +57,10 @@ class Laser(NextItemLLMRecommender):
 
     def reference_encoder(self):
         return self.sequence_encoder
+
+    @classmethod
+    def stages_of(cls, config):
+        return [1, 2] if config["stage2_epochs"] else [1]
 
     def training_stages(self):
         return list(self.stages)
