@@ -25,10 +25,9 @@ import os
 from logging import getLogger
 from pathlib import Path
 
-import numpy as np
 import torch
 from recbole.data.interaction import Interaction
-from recbole.utils import InputType, ModelType
+from recbole.utils import InputType
 
 from recbole_cora.checkpoint import (PATH_OPTIONS, CheckpointError, config_differences, llm_identity, load_trainable,
                                      plain_config, resolve_dir)

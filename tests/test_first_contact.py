@@ -91,8 +91,6 @@ def test_recbole_s_pandas_warning_on_token_seq_fields_is_filtered(tmp_path):
 
 
 def test_the_plan_comes_before_the_first_stage_and_the_prompt_is_what_the_tokenizer_read(tiny_llm, caplog):
-    from recbole_cora.quick_start import log_file_only  # noqa: F401  (the pipeline's logger is RecBole's root logger)
-
     options = {**SMALL_CORA, "state": "INFO", "llm_path": tiny_llm, "train_rows_per_epoch": 64, "eval_rows": 100}
     with caplog.at_level(logging.INFO):
         result = run_recbole_cora("CoRA", "ml-100k", config_dict=options)
