@@ -195,3 +195,26 @@ def test_the_readme_example_runs(cora_run):
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["config"]["model"] == "CoRA" and namespace["run"].kind == "llm"
+
+
+def test_a_laser_run_loads_and_recommends_by_its_cosine(tmp_path, tiny_llm):
+    from helpers import SLICE_OPTIONS, ml100k_slice
+
+    options = {
+        **QUIET, **SLICE_OPTIONS, "data_path": ml100k_slice(tmp_path), "llm_path": tiny_llm, "mformer_layers": 1,
+        "mformer_width": 32, "mformer_heads": 2, "num_queries": 4, "num_experts": 2, "user_vector_size": 32,
+        "history_len": 5, "stage1_epochs": 1, "stage2_epochs": 0, "train_rows_per_epoch": 32, "eval_rows": 30,
+        "sequential_encoder_config": {"epochs": 1, "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32},
+    }
+    result = run_recbole_cora("Laser", "ml100k-slice", config_dict=options)
+    run = load_run(result["results_dir"])
+    assert run.evaluate("test")["ndcg@10"] == result["test_result"]["ndcg@10"]
+    rows = run.recommend(["1", "2"], k=4)
+    assert [r["user"] for r in rows] == ["1"] * 4 + ["2"] * 4 and all(r["title"] for r in rows)
+    feat = run.dataset.inter_feat
+    for token in ("1", "2"):
+        uid = run.dataset.field2token_id["user_id"][token]
+        seen = set(feat["item_id"][feat["user_id"] == uid].tolist())
+        mine = [r for r in rows if r["user"] == token]
+        assert not {run.dataset.field2token_id["item_id"][r["item"]] for r in mine} & seen
+        assert [r["score"] for r in mine] == sorted((r["score"] for r in mine), reverse=True)
