@@ -39,6 +39,7 @@ VARIANTS = {
     "MF": ("BPR", {}),
     "LightGCN": ("LightGCN", {}),
     "DIN": ("DIN", {}),
+    "SASRec": ("SASRec", {"task": "labeled"}),  # the next positive after the history of positives, scored per row
 }
 LLM_MODELS = {"ZeroShot", "CoRA", "TALLRec", "CoLLM", "RecLoRA"}
 # The paper's figures (CoRA, Liu et al. 2024, Table 2: Vicuna-7B, ML-1M, AUC / UAUC)

@@ -34,8 +34,8 @@ def model_tasks(model_class):
         return tuple(tasks)
     if model_class.__name__ in ("DIN", "DIEN"):  # sequential CTR models
         return ("labeled",)
-    if model_class.type == ModelType.SEQUENTIAL:
-        return ("next_item",)
+    if model_class.type == ModelType.SEQUENTIAL:  # next-item models; on the labeled task they learn the next positive
+        return ("next_item", "labeled")          # item of the train rows and score each labeled row (CoLLM's SASRec)
     if model_class.type in (ModelType.CONTEXT, ModelType.DECISIONTREE):
         return ("labeled",)
     return ("labeled", "next_item")
@@ -216,7 +216,8 @@ class Config(RecBoleConfig):
         # target, drawn anew at every load (RecBole users set this themselves; a user's own value is kept).
         over_all_items = final.get("loss_type") == "CE" or getattr(self.model_class, "ranks_all_items", False)
         if (
-            self.task == "next_item" and final.get("MODEL_TYPE") == ModelType.SEQUENTIAL and over_all_items
+            final.get("MODEL_TYPE") == ModelType.SEQUENTIAL and over_all_items
+            and (self.task == "next_item" or self.model_class.__name__ not in ("DIN", "DIEN"))
             and "train_neg_sample_args" not in self.external_config_dict
         ):
             final["train_neg_sample_args"] = None

@@ -78,3 +78,26 @@ def test_sequential_ctr_baselines_train_on_the_labeled_rows_only(model):
     seen = sum(len(b) for b in labels)
     assert seen == len(train._dataset) and set(torch.cat(labels).tolist()) == {0.0, 1.0}
     assert torch.cat(labels).mean().item() == pytest.approx(train._dataset.inter_feat[config["LABEL_FIELD"]].float().mean().item())
+
+
+def test_a_next_item_model_on_the_labeled_task_learns_the_next_positive_and_scores_every_row():
+    """SASRec on the labeled split (CoLLM's and CoRA's SASRec row): trained on the train split's positive rows that
+    follow a history, as RecBole's sequences are, with its own cross-entropy over all items; every valid/test row,
+    a history or none, is scored by its predict."""
+    from recbole.data import data_preparation
+
+    from recbole_cora.config import Config
+    from recbole_cora.utils import create_dataset
+
+    options = {**QUIET, "task": "labeled", "epochs": 2, "train_batch_size": 512, "hidden_size": 16, "inner_size": 16,
+               "n_layers": 1, "time_window": ["1998-03-01", "1998-05-01"]}
+    config = Config("SASRec", "ml-100k", config_dict=options)
+    assert config["train_neg_sample_args"]["distribution"] == "none"  # CE over all items: no sampled negatives
+    dataset = create_dataset(config)
+    train, _, test = data_preparation(config, dataset)
+    feat = train._dataset.inter_feat
+    assert bool((feat[config["LABEL_FIELD"]] == 1).all()) and bool((feat["item_id_list"] > 0).any(dim=1).all())
+    assert len(test._dataset) == 2201 and int(test._dataset.inter_feat["item_length"].min()) == 1
+    out = run_recbole_cora("SASRec", "ml-100k", config_dict=options)
+    test_result = out["test_result"]
+    assert test_result["rows"] == 2201 and 0.5 < test_result["auc"] <= 1.0

@@ -57,7 +57,7 @@ def test_a_partial_eval_args_keeps_the_task_s_other_keys(tmp_path):
 
 
 @pytest.mark.parametrize("model, task, runs", [("CoRA", "next_item", "labeled"), ("Laser", "labeled", "next_item"),
-                                               ("SASRec", "labeled", "next_item"), ("DeepFM", "next_item", "labeled")])
+                                               ("DIN", "next_item", "labeled"), ("DeepFM", "next_item", "labeled")])
 def test_a_model_on_a_task_it_does_not_run_is_refused_before_anything_loads(model, task, runs):
     # the data_path does not exist and no LLM is given: the refusal comes first
     with pytest.raises(ValueError, match=f"{model} does not run the {task} task \\(it runs: {runs}"):

@@ -51,6 +51,9 @@ class LabeledDataset(ItemTextMixin, Dataset):
         self.warm_field = _conf(config, "WARM_FIELD", "warm")
         self.history_tie_order = _conf(config, "history_tie_order", "file")  # its values: config.CHOICES
         self.history_length_field = None
+        # a next-item model (SASRec, GRU4Rec, ...) on the labeled task: it learns the next positive item after each
+        # train row's history of positives, and scores every valid/test row by its predict (CoLLM's SASRec baseline)
+        self.learns_next_positive = config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["model"] not in ("DIN", "DIEN")
         if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
             # Sequential CTR models (DIN, DIEN) read RecBole's item_id_list / item_length fields.
             self.history_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
@@ -220,7 +223,10 @@ class LabeledDataset(ItemTextMixin, Dataset):
         self.field2id_token[self.history_field] = self.field2id_token[self.iid_field]
         self.field2token_id[self.history_field] = self.field2token_id[self.iid_field]
         if self.history_length_field:
-            self.inter_feat[self.history_length_field] = np.fromiter(map(len, histories), dtype=np.int64)
+            lengths = np.fromiter(map(len, histories), dtype=np.int64)
+            if self.learns_next_positive:  # a row with no history reads one padding item (a next-item model needs one)
+                lengths = np.maximum(lengths, 1)
+            self.inter_feat[self.history_length_field] = lengths
             self.set_field_property(self.history_length_field, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
 
     def histories_before(self, user_ids, times):
@@ -275,7 +281,7 @@ class LabeledDataset(ItemTextMixin, Dataset):
         self.fingerprint = self.split_fingerprint(datasets)
         for part in datasets:  # the parts are shallow copies made before the fingerprint existed
             part.fingerprint = self.fingerprint
-        if self.config["MODEL_TYPE"] == ModelType.GENERAL:
+        if self.config["MODEL_TYPE"] == ModelType.GENERAL or self.learns_next_positive:
             datasets[0] = self._positives_only(datasets[0])
         for name, part in zip(("train", "valid", "test"), datasets):
             if len(part) == 0:
@@ -331,9 +337,12 @@ class LabeledDataset(ItemTextMixin, Dataset):
     def _positives_only(self, train):
         """General (BPR-style) models treat every training row as a positive: give them label-1 rows only."""
         feat = train.inter_feat
-        keep = torch.nonzero(feat[self.label_field] == 1).squeeze(-1)
+        positive = feat[self.label_field] == 1
+        if self.learns_next_positive:  # a target needs a history to follow (RecBole's sequences never start with one)
+            positive &= (feat[self.history_field] > 0).any(dim=1)
+        keep = torch.nonzero(positive).squeeze(-1)
         self.logger.info(
-            set_color("general model", "pink")
+            set_color("sequential model" if self.learns_next_positive else "general model", "pink")
             + f": training on the {len(keep)} positive rows of {len(feat)} labeled train rows"
         )
         return train.copy(feat[keep])
