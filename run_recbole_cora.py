@@ -132,8 +132,7 @@ def use_run(args, overrides):
             if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every process scored its share; one writes
                 return 0
             out = args.out or "scores.tsv"
-            titles = [run.title(i) for i in run._ids(run.dataset.iid_field, items, "item", lines).tolist()]
-            write_scores(out, users, items, result, titles)
+            write_scores(out, users, items, result, result["title"])
             cold = int((~result["warm"]).sum())
             print(f"{len(users)} pairs scored by {run.config['model']} ({cold} cold: a user or item the train split "
                   f"never saw) -> {out}")

@@ -256,17 +256,6 @@ class SavedRun:
                                f"{shown}{more}. Use the tokens of its atomic files.")
         return torch.tensor(ids, dtype=torch.long)
 
-    def _warm_masks(self):
-        masks = getattr(self.dataset, "warm_masks", None)
-        if masks is not None:
-            return masks
-        train = self.train_data._dataset.inter_feat
-        users = torch.zeros(self.dataset.user_num, dtype=torch.bool)
-        items = torch.zeros(self.dataset.item_num, dtype=torch.bool)
-        users[train[self.dataset.uid_field]] = True
-        items[train[self.dataset.iid_field]] = True
-        return users, items
-
     # ---------------------------------------------------------------- pairs
     def pair_rows(self, users, items, times=None, lines=None):
         """The rows of (user, item[, time]) token pairs as the run's dataset would hold them: ids, the user's
@@ -289,14 +278,15 @@ class SavedRun:
             fields[data.history_field] = history
             if data.history_length_field:
                 fields[data.history_length_field] = (history > 0).sum(dim=1)
-        warm_users, warm_items = self._warm_masks()
+        warm_users, warm_items = data.warm_masks  # users and items of the train split (LabeledDataset)
         warm = warm_users[uid] & warm_items[iid]
         fields[data.warm_field] = warm.float()
         return data.copy(Interaction(fields)), warm
 
     def predict_pairs(self, users, items, times=None, show_progress=False, lines=None):
-        """``{"score": float64 probabilities, "warm": bools}`` for the pairs, in input order."""
+        """``{"score": float64 probabilities, "warm": bools, "title": the items' titles}`` for the pairs, in input order."""
         part, warm = self.pair_rows(users, items, times, lines)
+        titles = [self.title(i) for i in part.inter_feat[self.dataset.iid_field].tolist()]
         if self.kind == "llm":
             eval_rows = self.config["eval_rows"]
             self.config["eval_rows"] = None  # every pair
@@ -307,7 +297,7 @@ class SavedRun:
             scores = struct.get("rec.score").double()
         else:
             scores = self._recbole_scores(part)
-        return {"score": scores, "warm": warm}
+        return {"score": scores, "warm": warm, "title": titles}
 
     @torch.no_grad()
     def _recbole_scores(self, part):

@@ -45,7 +45,7 @@ def _stage_line(stage):
     )
 
 
-def training_steps(config, train_rows, model_class):
+def training_steps(config, train_rows):
     """(rows per epoch, optimizer steps per epoch) of an LLM model's trainer (drop_last batches)."""
     per_epoch = train_rows
     if config["train_rows_per_epoch"]:
@@ -78,7 +78,7 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
         lines.append(_stage_line(stage))
     epochs = config["epochs"]
     if is_llm:
-        rows, steps = training_steps(config, len(train), model_class)
+        rows, steps = training_steps(config, len(train))
         sampled = f"{_n(rows)} of the {_n(len(train))} train rows drawn anew each epoch (train_rows_per_epoch)" if rows < len(train) \
             else f"all {_n(len(train))} train rows"
         stages = model_class.stages_of(config) or [None]

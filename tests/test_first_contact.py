@@ -111,7 +111,7 @@ def test_the_plan_comes_before_the_first_stage_and_the_prompt_is_what_the_tokeni
     assert tokens > 20
     # the UAUC user counts are in the results, and the table marks a group with too few users
     test = result["test_result"]
-    assert test["uauc_users"] + 0 >= test["warm_uauc_users"] and isinstance(test["cold_uauc_users"], int)
+    assert test["uauc_users"] >= test["warm_uauc_users"] and isinstance(test["cold_uauc_users"], int)
     assert "UAUC users" in result["table"]
 
 
