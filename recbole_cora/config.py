@@ -35,7 +35,8 @@ def model_tasks(model_class):
     if model_class.__name__ in ("DIN", "DIEN"):  # sequential CTR models
         return ("labeled",)
     if model_class.type == ModelType.SEQUENTIAL:  # next-item models; on the labeled task they learn the next positive
-        return ("next_item", "labeled")          # item of the train rows and score each labeled row (CoLLM's SASRec)
+        return ("next_item", "labeled", "candidates")  # item of the train rows and score each labeled row (CoLLM's
+                                                      # SASRec); on the candidate task they rank each user's list
     if model_class.type in (ModelType.CONTEXT, ModelType.DECISIONTREE):
         return ("labeled",)
     return ("labeled", "next_item")
@@ -53,6 +54,7 @@ CHOICES = {
     "collm_stage": ("1", "2", "both"),
     "reclora_encoder": ("DIN", "cf"),
     "cf_input_norm": ("none", "standardize"),
+    "candidate_score": ("mean", "sum"),
 }
 
 
@@ -214,10 +216,11 @@ class Config(RecBoleConfig):
         # Cross-entropy over all items (RecBole's sequential models with loss_type CE, and every next-item LLM model:
         # `ranks_all_items`) needs no sampled negatives: RecBole's default would add a random item per row as a second
         # target, drawn anew at every load (RecBole users set this themselves; a user's own value is kept).
-        over_all_items = final.get("loss_type") == "CE" or getattr(self.model_class, "ranks_all_items", False)
+        over_all_items = final.get("loss_type") == "CE" or getattr(self.model_class, "ranks_all_items", False) \
+            or getattr(self.model_class, "draws_own_negatives", False)
         if (
             final.get("MODEL_TYPE") == ModelType.SEQUENTIAL and over_all_items
-            and (self.task == "next_item" or self.model_class.__name__ not in ("DIN", "DIEN"))
+            and (self.task in ("next_item", "candidates") or self.model_class.__name__ not in ("DIN", "DIEN"))
             and "train_neg_sample_args" not in self.external_config_dict
         ):
             final["train_neg_sample_args"] = None

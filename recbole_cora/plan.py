@@ -60,7 +60,7 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
     from recbole_cora.model.abstract_llm_recommender import LLMRecommender
 
     train, valid, test = (data._dataset for data in splits)
-    next_item = config["task"] == "next_item"
+    next_item = config["task"] in ("next_item", "candidates")  # sequential data: one valid and test row per user
     is_llm = issubclass(model_class, LLMRecommender)
     what = f"{config['model']} on {config['dataset']} ({config['task']} task)"
     if is_llm:
@@ -93,7 +93,14 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
     else:
         lines.append(f"  train     RecBole's trainer: at most {epochs} epochs on {_n(len(train))} train rows, stopping after "
                      f"{config['stopping_step']} evaluations without a better {config['valid_metric']}")
-    if next_item:
+    if config["task"] == "candidates":
+        from recbole_cora.data.candidates import candidate_file
+
+        lines.append(f"  evaluate  valid every {config['eval_step']} epoch(s) on {_rows(len(valid), config, 'users')}; test on "
+                     f"{_rows(len(test), config, 'users')}: each ranks its list of {config['candidate_count']} candidates "
+                     f"(the next item and {config['candidate_count'] - 1} never interacted with), kept in "
+                     f"{candidate_file(config, test).parent}")
+    elif next_item:
         lines.append(f"  evaluate  valid every {config['eval_step']} epoch(s) on {_rows(len(valid), config, 'users')}; test on "
                      f"{_rows(len(test), config, 'users')} ({config['eval_args']['mode']['test']} ranking)")
     else:

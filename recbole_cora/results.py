@@ -14,18 +14,23 @@ COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("uauc_users", "UAUC users"), ("log
 UAUC_MIN_USERS = 10
 SMALL_MARK = "†"
 SMALL_NOTE = f"{SMALL_MARK} UAUC over fewer than {UAUC_MIN_USERS} users (the UAUC users column): too few to compare."
+RANKING_TASKS = ("next_item", "candidates")  # one row per model, its test users, RecBole's metric@k
+# A model that answers in text on the candidate task (RSLLM): LLaRA's ValidRatio and HitRatio@1 of its greedy answers.
+ANSWER_COLUMNS = (("valid_ratio", "ValidRatio"), ("hit_ratio@1_valid", "HitRatio@1 (valid)"), ("hit_ratio@1_all", "HitRatio@1 (all)"))
 METRIC_TITLES = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit": "Hit", "precision": "Precision", "map": "MAP"}
 
 
 def columns(results, task="labeled"):
     """(key, title) of the task's metric columns: AUC / UAUC / LogLoss, or every ranking metric@k the results
     hold (in RecBole's order), e.g. ("ndcg@10", "NDCG@10")."""
-    if task != "next_item":
+    if task not in RANKING_TASKS:
         return COLUMNS
+    answers = dict(ANSWER_COLUMNS)
     keys = []
     for result in results.values():
-        keys += [key for key in result if "@" in key and key not in keys]
-    return tuple((key, f"{METRIC_TITLES.get(key.split('@')[0], key.split('@')[0])}@{key.split('@')[1]}") for key in keys)
+        keys += [key for key in result if "@" in key and key not in keys and key not in answers]
+    found = tuple((key, f"{METRIC_TITLES.get(key.split('@')[0], key.split('@')[0])}@{key.split('@')[1]}") for key in keys)
+    return found + tuple((key, title) for key, title in ANSWER_COLUMNS if any(key in r for r in results.values()))
 
 
 def table_rows(results, task="labeled"):
@@ -34,7 +39,7 @@ def table_rows(results, task="labeled"):
     rows = []
     metrics = [key for key, _ in columns(results, task)]
     for model, result in results.items():
-        if task == "next_item":
+        if task in RANKING_TASKS:
             rows.append({"model": model, "group": "users", "n": result.get("users"), **{m: result.get(m) for m in metrics}})
             continue
         for group in GROUPS:
@@ -71,7 +76,7 @@ def footnote(lines):
 
 
 def markdown_table(results, task="labeled"):
-    header = ["model", "test rows" if task != "next_item" else "test", "n"] + [title for _, title in columns(results, task)]
+    header = ["model", "test rows" if task not in RANKING_TASKS else "test", "n"] + [title for _, title in columns(results, task)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table_rows(results, task):
         cells = [row["model"], row["group"], _fmt(row["n"])] + [cell(row, m) for m, _ in columns(results, task)]

@@ -24,8 +24,9 @@ from tqdm import tqdm
 from recbole_cora import checkpoint as ckpt
 from recbole_cora.checkpoint import load_trainable, save_trainable  # noqa: F401 (re-exported)
 from recbole_cora.compat import atomic_torch_save, load_recbole_checkpoint
+from recbole_cora.data.candidates import answer_metrics, candidate_lists, ranking_struct, target_positions
 from recbole_cora.evaluator import LabeledCollector, evaluate_groups, subset_struct
-from recbole_cora.model.abstract_llm_recommender import place_model
+from recbole_cora.model.abstract_llm_recommender import NextItemLLMRecommender, place_model
 
 
 def eval_row_subset(n, config):
@@ -154,6 +155,45 @@ class RankingEvaluationMixin(CheckpointMixin):
         return interaction, scores, positive_u, positive_i
 
 
+class CandidateEvaluationMixin(CheckpointMixin):
+    """``task: candidates`` for RecBole's models: every evaluation user (the ``eval_rows`` users of the split) ranks its
+    fixed candidate list (``recbole_cora.data.candidates``) by the model's ``full_sort_predict`` scores; RecBole's
+    evaluator gives Hit and NDCG at each k over the list, with the number of users (``users``)."""
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            self.load_best_model(model_file)
+        self.model.eval()
+        part = eval_data._dataset
+        lists = candidate_lists(self.config, part)
+        scores, start = [], 0
+        batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink"),
+                       disable=not show_progress)
+        for batched_data in batches:
+            interaction = batched_data[0].to(self.device)
+            mine = lists[start: start + len(interaction)]
+            scores.append(candidate_scores(self.model, interaction, mine.to(self.device)).float().cpu())
+            start += len(interaction)
+        rows = torch.as_tensor(eval_row_subset(len(part), self.config))
+        positions = target_positions(lists, part.inter_feat[part.iid_field])
+        struct = ranking_struct(torch.cat(scores)[rows], positions[rows], max(self.config["topk"]))
+        result = self.evaluator.evaluate(struct)
+        result["users"] = len(rows)
+        return result
+
+
+def candidate_scores(model, interaction, lists):
+    """(rows, candidates) scores of each row's candidate list: the model's own ``candidate_scores`` (RSLLM's title
+    likelihood), else its full ranking's scores at the listed items (RecBole's models, Laser, a frozen encoder)."""
+    if hasattr(model, "candidate_scores"):
+        return model.candidate_scores(interaction, lists)
+    scores = model.full_sort_predict(interaction).view(len(interaction), -1)
+    return scores.gather(1, lists.to(scores.device))
+
+
 class RowSubsetEvaluator:
     """RecBole's Evaluator on some rows of the collected data only (the users of ``eval_rows``)."""
 
@@ -212,7 +252,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         config["device"] = self.accelerator.device
         model = place_model(model, self.accelerator.device)  # under device_map the LLM stays where it was put
         super().__init__(config, model)
-        self.next_item = config["task"] == "next_item"
+        self.task = config["task"]
+        self.next_item = isinstance(model, NextItemLLMRecommender)  # its head ranks every item by an item matrix
         # learning curve: after these epochs' training, the current weights are scored on `curve_data` (the
         # pipeline sets the test split) and a row is added to `curve_file`; none by default
         self.curve_epochs = {int(e) for e in (config["curve_epochs"] or [])}
@@ -473,6 +514,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
     def evaluate_model(self, model, eval_data, show_progress=False):
         """``model``'s metrics on this trainer's evaluation rows (labeled) or users (next-item): the LLM model, or a
         frozen encoder scored beside it on the same rows."""
+        if self.task == "candidates":
+            return self.evaluate_candidates(model, eval_data, show_progress)
         if self.next_item:
             result = self.evaluator.evaluate(self.rank_users(model, eval_data, show_progress))
             result["users"] = len(self._eval_rows(eval_data))
@@ -550,6 +593,47 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         # integers, as RecBole's Collector makes them (NDCG indexes with the count of positives)
         struct.set("rec.topk", torch.cat([hits, torch.ones(len(hits), 1, dtype=torch.long)], dim=1))  # one positive per user
         return struct
+
+    @torch.inference_mode()
+    def evaluate_candidates(self, model, eval_data, show_progress=False):
+        """``task: candidates``: this trainer's evaluation users of ``eval_data`` rank their fixed candidate lists
+        (``candidate_scores``), users split between processes and gathered once; RecBole's evaluator gives Hit and
+        NDCG at each k over the lists. A model that answers in text (``answer_candidates``: RSLLM) also gives its
+        greedy answer's ValidRatio and HitRatio@1 (over valid answers, LLaRA's, and over all users)."""
+        rows = self._eval_rows(eval_data)
+        part = eval_data._dataset
+        lists = candidate_lists(self.config, part)
+        answers = hasattr(model, "answer_candidates") and bool(self.config["generate_answers"])
+        local = {"row": [], "score": [], "choice": []}
+        with self.accelerator.split_between_processes(rows) as mine:
+            mine = self._longest_first(eval_data, mine, model)
+            loader = self._row_loader(eval_data, mine, self.config["eval_batch_size"], shuffle=False)
+            position = 0
+            for interaction in tqdm(loader, total=len(loader), ncols=100, desc=set_color("Candidates ", "pink"),
+                                    disable=not show_progress or not self.accelerator.is_main_process):
+                interaction = interaction.to(self.device)
+                batch_rows = torch.tensor(mine[position: position + len(interaction)])
+                batch_lists = lists[batch_rows].to(self.device)
+                local["score"].append(candidate_scores(model, interaction, batch_lists).double().cpu())
+                if answers:
+                    local["choice"].append(torch.as_tensor(model.answer_candidates(interaction, batch_lists)).double())
+                local["row"].append(batch_rows)
+                position += len(interaction)
+        self._save_prompt_caches()
+        width = lists.shape[1]
+        gathered = self._gather_rows({
+            "row": torch.cat(local["row"]) if local["row"] else torch.zeros(0, dtype=torch.long),
+            "score": torch.cat(local["score"]) if local["score"] else torch.zeros(0, width, dtype=torch.float64),
+            **({"choice": torch.cat(local["choice"]) if local["choice"] else torch.zeros(0, dtype=torch.float64)}
+               if answers else {}),
+        })
+        chosen_rows = gathered["row"].long()
+        positions = target_positions(lists[chosen_rows], part.inter_feat[part.iid_field][chosen_rows])
+        result = self.evaluator.evaluate(ranking_struct(gathered["score"], positions, max(self.config["topk"])))
+        result["users"] = len(rows)
+        if answers:
+            result.update(answer_metrics(gathered["choice"].long(), positions))
+        return result
 
     # ---------------------------------------------------------------- labeled evaluation
     @torch.inference_mode()

@@ -73,6 +73,8 @@ def get_trainer(model_type, model_name, config=None):
     modes = set(config["eval_args"]["mode"].values()) if config is not None else {"labeled"}
     if "labeled" in modes:
         mixin = plugin_trainers.LabeledEvaluationMixin
+    elif config is not None and config["task"] == "candidates":
+        mixin = plugin_trainers.CandidateEvaluationMixin
     elif "full" in modes:
         mixin = plugin_trainers.RankingEvaluationMixin
     else:
@@ -84,7 +86,7 @@ def get_trainer(model_type, model_name, config=None):
 
 def create_dataset(config):
     """The plugin's ``LabeledDataset`` for labeled protocols, ``NextItemDataset`` (RecBole's sequential data with
-    item text) for sequential models of the next-item task; RecBole's own dataset otherwise."""
+    item text) for sequential models of the next-item and candidate tasks; RecBole's own dataset otherwise."""
     from recbole.data import create_dataset as recbole_create_dataset
     from recbole.utils import ModelType
 
@@ -92,6 +94,6 @@ def create_dataset(config):
 
     if "labeled" in config["eval_args"]["mode"].values():
         return LabeledDataset(config)
-    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["task"] == "next_item":
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["task"] in ("next_item", "candidates"):
         return NextItemDataset(config)
     return recbole_create_dataset(config)

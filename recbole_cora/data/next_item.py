@@ -4,11 +4,13 @@ Everything about sequences is RecBole's own: each interaction of a user, in time
 ``item_id_list`` holds the user's earlier items (oldest first, at most ``MAX_ITEM_LIST_LENGTH``), and the split
 ``LS: valid_and_test`` leaves each user's last item for test and the one before for valid. This adds the item
 text of ``ItemTextMixin`` (for prompts), the split fingerprint (stages are keyed and checked by it) and the
-prompt history length ``history_len`` (the last titles a prompt shows; the ID history stays as long as RecBole's).
+prompt history length ``history_len`` (the last titles a prompt shows; the ID history stays as long as RecBole's),
+and on each split its name (``phase``) and every user's items (``seen_items``), which ``task: candidates`` draws from.
 """
 
 from recbole.data.dataset import SequentialDataset
 
+from recbole_cora.data.candidates import seen_items
 from recbole_cora.data.item_text import ItemTextMixin
 
 
@@ -22,8 +24,9 @@ class NextItemDataset(ItemTextMixin, SequentialDataset):
     def build(self):
         datasets = super().build()
         self.fingerprint = self.split_fingerprint(datasets)
-        for part in datasets:
-            part.fingerprint = self.fingerprint
+        seen = seen_items(self)  # every user's items over the whole data (the candidate draw avoids them)
+        for part, phase in zip(datasets, ("train", "valid", "test")):
+            part.fingerprint, part.phase, part.seen_items = self.fingerprint, phase, seen
         for name, part in zip(("train", "valid", "test"), datasets):
             if len(part) == 0:
                 raise ValueError(

@@ -77,3 +77,84 @@ def hidden_at(llm, inputs_embeds, attention_mask, positions):
     The output head is never run."""
     hidden = llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
+
+
+def _with_cache(decoder, cache, **inputs):
+    """The decoder's forward, continuing from a key/value ``cache`` (None: a fresh one is made); returns (output, cache).
+    transformers >= 5.2x names the argument and the output ``cache``, earlier versions ``past_key_values``."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(type(decoder).forward).parameters else "past_key_values"
+    if cache is not None:
+        inputs[name] = cache
+    out = decoder(use_cache=True, **inputs)
+    return out, getattr(out, name)
+
+
+def _head_logprobs(head, hidden, targets):
+    """log p(target) at each position of ``hidden`` (n, d) under the output head (the full vocabulary's softmax)."""
+    logits = head(hidden.to(head.weight.dtype)).float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets.view(-1, 1).to(logits.device)).squeeze(-1)
+
+
+def continuation_logprobs(llm, prompt_embeds, prompt_mask, continuations, pad_id=0):
+    """Log-likelihood of each continuation after its row's prompt, from one pass over the prompts whose key/value
+    cache every continuation of the row reuses (not one full forward per continuation).
+
+    ``prompt_embeds`` (rows, P, d) and ``prompt_mask`` (rows, P) are right-padded; ``continuations`` holds per row
+    the same number of token id lists. Returns (sums, counts), each (rows, per row): the summed log-probability of
+    each continuation's tokens and its token count. Positions continue each prompt's own length, so the result is
+    what a forward of prompt + continuation alone gives."""
+    decoder, head, embed = llm.get_decoder(), llm.get_output_embeddings(), llm.get_input_embeddings()
+    rows, count = len(continuations), len(continuations[0])
+    out, cache = _with_cache(decoder, None, inputs_embeds=prompt_embeds, attention_mask=prompt_mask)
+    lengths = prompt_mask.sum(dim=1)
+    last = out.last_hidden_state[torch.arange(rows, device=lengths.device), lengths - 1]  # predicts each first token
+    cache.batch_repeat_interleave(count)
+    flat = [list(ids) for row in continuations for ids in row]
+    width = max(map(len, flat))
+    device = prompt_mask.device
+    ids = torch.full((len(flat), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(flat), width), dtype=prompt_mask.dtype, device=device)
+    for k, tokens in enumerate(flat):
+        ids[k, : len(tokens)] = torch.tensor(tokens, device=device)
+        mask[k, : len(tokens)] = 1
+    positions = lengths.repeat_interleave(count).unsqueeze(1) + torch.arange(width, device=device).unsqueeze(0)
+    attention = torch.cat([prompt_mask.repeat_interleave(count, dim=0), mask], dim=1)
+    hidden = _with_cache(decoder, cache, inputs_embeds=embed(ids), attention_mask=attention,
+                         position_ids=positions)[0].last_hidden_state
+    before = torch.cat([last.repeat_interleave(count, dim=0).unsqueeze(1), hidden[:, :-1]], dim=1)  # predicts token j
+    sums = torch.zeros(len(flat), device=device)
+    for row in range(rows):  # the vocabulary's softmax one row's continuations at a time (bounded memory)
+        part = slice(row * count, (row + 1) * count)
+        real = mask[part].bool()
+        logp = _head_logprobs(head, before[part][real], ids[part][real]).to(device)
+        sums[part] = torch.zeros(real.shape, device=device).masked_scatter(real, logp).sum(dim=1)
+    return sums.view(rows, count), mask.sum(dim=1).view(rows, count)
+
+
+def greedy_answers(llm, prompt_embeds, prompt_mask, max_new_tokens, eos_id):
+    """Greedy decoding of at most ``max_new_tokens`` after each right-padded prompt, reusing the key/value cache;
+    returns per row the generated token ids (up to, not including, the end-of-sequence token)."""
+    decoder, head, embed = llm.get_decoder(), llm.get_output_embeddings(), llm.get_input_embeddings()
+    rows = prompt_mask.shape[0]
+    device = prompt_mask.device
+    out, cache = _with_cache(decoder, None, inputs_embeds=prompt_embeds, attention_mask=prompt_mask)
+    lengths = prompt_mask.sum(dim=1)
+    hidden = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]
+    mask = prompt_mask
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    answers = [[] for _ in range(rows)]
+    for step in range(max_new_tokens):
+        token = head(hidden.to(head.weight.dtype)).argmax(dim=-1).to(device)
+        for row in range(rows):
+            if not done[row] and int(token[row]) != eos_id:
+                answers[row].append(int(token[row]))
+        done |= token == eos_id
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=device)], dim=1)
+        out, cache = _with_cache(decoder, cache, inputs_embeds=embed(token.unsqueeze(1)), attention_mask=mask,
+                                 position_ids=(lengths + step).unsqueeze(1))
+        hidden = out.last_hidden_state[:, -1]
+    return answers

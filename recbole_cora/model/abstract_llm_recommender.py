@@ -249,7 +249,7 @@ class NextItemLLMRecommender(LLMRecommender):
     a negative). RecBole's sequential rows: ``item_id_list`` (the ID history, oldest first) and the next item."""
 
     type = ModelType.SEQUENTIAL
-    tasks = ("next_item",)
+    tasks = ("next_item", "candidates")  # on the candidate task its cosine ranks each user's list
     ranks_all_items = True  # trained with cross-entropy over all items: no sampled negatives (config.Config)
     refresh_items_each_epoch = False  # recompute the item matrix before every training epoch
 

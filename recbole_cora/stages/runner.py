@@ -29,7 +29,7 @@ SHARED_OPTIONS = set(dataset_arguments) | {
     "gpu_id", "use_gpu", "seed", "reproducibility", "state", "data_path", "checkpoint_dir", "show_progress",
     "eval_args", "repeatable", "metrics", "topk", "valid_metric", "metric_decimal_place", "encoding", "task",
     "task_options", "mask_history", "time_window", "inter_num_filter_passes", "history_tie_order", "WARM_FIELD",
-    "cf_checkpoint_dir", "results_dir",
+    "cf_checkpoint_dir", "results_dir", "candidate_count", "candidate_seed",
 }
 
 

@@ -1,0 +1,263 @@
+r"""RSLLM: a conventional sequential recommender's item IDs as a second language of the LLM.
+
+Reference:
+    Kai Zheng, Qingfeng Sun, Can Xu, Peng Yu and Qingwei Guo. "Towards a Unified Paradigm: Integrating
+    Recommendation Systems as a New Language in Large Models." arXiv:2412.16933, 2024.
+
+No public code exists; this file follows the paper, with LLaRA (Liao et al. 2024, ljy0ustc/LLaRA) for the protocol.
+
+The prompt lists the user's last ``history_len`` items and a list of candidates (``task: candidates``); the answer is
+the next item's title. In the text-ID prompt every item is its title followed by one placeholder token whose input
+embedding is replaced by the item's ID embedding from a frozen RecBole sequential recommender (SASRec by default),
+mapped into the LLM's input space by a trainable projector (two linear layers with GELU). The LLM is tuned with peft's
+LoRA in two stages: stage 1 on the text-only prompt (the projector is not used and gets no gradient), stage 2 on the
+text-ID prompt (LoRA and projector). Loss: the language-modelling loss on the answer (the title and the end token)
++ ``user_item_weight`` x InfoNCE of the user against the candidates in its prompt (the target positive) + in stage 2
+``id_text_weight`` x InfoNCE of each item's projected ID token against the same item's text (other items of the
+batch negative). How each representation is read is in ``properties/model/RSLLM.yaml``.
+
+A candidate's score is the likelihood of its title after the prompt (``candidate_score``: mean log-probability per
+token, or the sum), from one pass over the prompt whose key/value cache the continuations reuse; the greedy answer
+(at most ``max_answer_tokens``) is parsed into the one candidate it names (ValidRatio, HitRatio@1).
+"""
+
+import torch
+import torch.nn.functional as F
+from recbole.utils import ModelType
+from torch import nn
+
+from recbole_cora.data.candidates import parse_choice
+from recbole_cora.data.list_prompts import ListPromptBuilder
+from recbole_cora.llm.loading import execution_device
+from recbole_cora.llm.peft_lora import inject_lora, is_lora, set_lora_dropout_mode
+from recbole_cora.llm.scoring import continuation_logprobs, greedy_answers
+from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+from recbole_cora.model.encoders import FrozenSequentialRecommender
+
+
+class RSLLM(LLMRecommender):
+    type = ModelType.SEQUENTIAL
+    tasks = ("candidates",)
+    draws_own_negatives = True  # a training row's list is drawn by the model: no RecBole negative sampling
+    stage_starts_from_best = True  # stage 2 starts from stage 1's best LoRA
+    prompt_templates = {"rsllm_prompt_template": (("history", "candidates"), (), ())}
+
+    @classmethod
+    def required_stages(cls, config):
+        return {"sequence": "sequence_stage_dir"}
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        if not config["sequence_stage_dir"]:
+            raise ValueError("RSLLM reads its frozen sequential recommender from `sequence_stage_dir`: run its stage first (the pipeline does).")
+        self.ITEM_SEQ = self.ITEM_ID + config["LIST_SUFFIX"]
+        self.n_items = dataset.item_num
+        self.sequence_encoder = FrozenSequentialRecommender.from_stage(config["sequence_stage_dir"], dataset)
+        self.llm = inject_lora(self.llm, config)
+        self.prompts = ListPromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
+        hidden = config["projector_hidden_size"] or self.d_model
+        self.projector = nn.Sequential(
+            nn.Linear(self.sequence_encoder.embedding_size, hidden), nn.GELU(), nn.Linear(hidden, self.d_model)
+        )
+        self.train_count = int(config["train_candidate_count"] or config["candidate_count"])
+        if self.train_count < 2 or self.train_count - 1 > self.n_items - 2 - int(config["MAX_ITEM_LIST_LENGTH"]):
+            raise ValueError(f"train_candidate_count {self.train_count}: use at least 2 and fewer than the items left "
+                             "after a history.")
+        self.weights = {"user_item": float(config["user_item_weight"]), "id_text": float(config["id_text_weight"])}
+        self.temperatures = {"user_item": float(config["user_item_temperature"]),
+                             "id_text": float(config["id_text_temperature"])}
+        self.candidate_score = config["candidate_score"] or "mean"
+        self.max_answer_tokens = int(config["max_answer_tokens"])
+        longest = max(range(1, self.n_items), key=lambda i: len(self.prompts.answer_ids(i)))
+        if len(self.prompts.answer_ids(longest)) > self.max_answer_tokens:
+            raise ValueError(
+                f"max_answer_tokens {self.max_answer_tokens} is shorter than the longest answer: "
+                f"{self.prompts.raw_titles[longest]!r} is {len(self.prompts.answer_ids(longest))} tokens with the end "
+                "token; raise `max_answer_tokens` (greedy answers are cut there and could never name it)."
+            )
+        self.stages = self.stages_of(config)
+        self.set_stage(self.stages[0])
+
+    # ---------------------------------------------------------------- stages
+    def reference_encoder(self):
+        return self.sequence_encoder
+
+    @classmethod
+    def stages_of(cls, config):
+        stages = [k for k in (1, 2) if config[f"stage{k}_epochs"] != 0]
+        return stages or [2]
+
+    def training_stages(self):
+        return list(self.stages)
+
+    def set_stage(self, stage):
+        """Stage 1: LoRA on the text-only prompt. Stage 2: LoRA and the projector on the text-ID prompt."""
+        if stage not in (1, 2):
+            raise ValueError(f"RSLLM has stages 1 and 2, not {stage!r}.")
+        self.stage = stage
+        self.with_ids = stage == 2
+        for name, parameter in self.llm.named_parameters():
+            parameter.requires_grad = is_lora(name)
+        for parameter in self.projector.parameters():
+            parameter.requires_grad = stage == 2
+
+    def train(self, mode=True):
+        super().train(mode)
+        set_lora_dropout_mode(self.llm, mode)
+        return self
+
+    # ---------------------------------------------------------------- inputs
+    def training_lists(self, history, target):
+        """Per training row a list of ``train_candidate_count`` items in a random order: the target and items drawn
+        uniformly from those outside the row's history (the run's RNG: the same under a seed, resumed exactly)."""
+        lists = torch.empty(len(target), self.train_count, dtype=torch.long)
+        for row, (items, item) in enumerate(zip(history.tolist(), target.tolist())):
+            excluded = set(items) | {0, item}
+            chosen = []
+            while len(chosen) < self.train_count - 1:
+                for draw in torch.randint(1, self.n_items, (2 * self.train_count,)).tolist():
+                    if draw not in excluded:
+                        excluded.add(draw)
+                        chosen.append(draw)
+                        if len(chosen) == self.train_count - 1:
+                            break
+            row_items = torch.tensor([item, *chosen])
+            lists[row] = row_items[torch.randperm(self.train_count)]
+        return lists
+
+    def build_prompts(self, history, lists):
+        return [self.prompts.build(h, l, self.with_ids) for h, l in zip(history.tolist(), lists.tolist())]
+
+    def embed(self, prompts, answers=None):
+        """(inputs_embeds, attention_mask, projected, items) of right-padded prompts (each followed by its answer
+        ids when given): token embeddings, with each placeholder's replaced by its item's projected ID embedding
+        (text-ID prompts); ``projected`` (n, d) and ``items`` (n,) are those vectors and their item ids."""
+        embedding = self.llm.get_input_embeddings()
+        device = execution_device(embedding)
+        rows = [p.ids + (answers[k] if answers is not None else []) for k, p in enumerate(prompts)]
+        width = max(map(len, rows))
+        input_ids = torch.full((len(rows), width), self.prompts.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, ids in enumerate(rows):
+            input_ids[k, : len(ids)] = torch.tensor(ids)
+            mask[k, : len(ids)] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        embeds = embedding(input_ids)
+        marks = [(k, position, item) for k, p in enumerate(prompts) for position, item in p.items]
+        if not marks:
+            return embeds, mask, None, None
+        where_rows, where_cols, items = (torch.tensor(column, device=device) for column in zip(*marks))
+        ids = self.sequence_encoder.item_embeddings(items).detach()
+        projected = self.projector(ids.to(self.projector[0].weight))
+        embeds = embeds.index_put((where_rows, where_cols), projected.to(embeds.dtype))
+        return embeds, mask, projected, items
+
+    def prompt_lengths(self, interaction):
+        return None  # lists are drawn per batch: no fixed prompt to measure
+
+    # ---------------------------------------------------------------- training
+    def loss_terms(self, interaction):
+        """The loss's terms for a batch of training rows (a dict): ``lm`` the language-modelling loss on the answer
+        tokens, ``user_item`` the InfoNCE of each user against its list (in-prompt candidates as negatives),
+        ``id_text`` (stage 2) the InfoNCE of projected ID tokens against item text."""
+        history, target = interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_ID].cpu()
+        lists = self.training_lists(history, target)
+        prompts = self.build_prompts(history, lists)
+        answers = [self.prompts.answer_ids(int(t)) for t in target]
+        embeds, mask, projected, items = self.embed(prompts, answers)
+        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        head = self.llm.get_output_embeddings()
+        rows, cols, tokens = [], [], []
+        for k, (prompt, answer) in enumerate(zip(prompts, answers)):
+            start = len(prompt.ids) - 1  # the position before each answer token predicts it
+            rows += [k] * len(answer)
+            cols += range(start, start + len(answer))
+            tokens += answer
+        device = hidden.device
+        rows, cols = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+        logits = head(hidden[rows, cols].to(head.weight.dtype)).float()
+        terms = {"lm": F.cross_entropy(logits, torch.tensor(tokens, device=logits.device))}
+        users = hidden[torch.arange(len(prompts), device=device), torch.tensor([len(p.ids) - 1 for p in prompts], device=device)]
+        candidates = self.span_means(hidden, prompts)
+        positions = (lists == target.view(-1, 1)).float().argmax(dim=1).to(device)
+        terms["user_item"] = info_nce(users, candidates, positions, self.temperatures["user_item"])
+        if projected is not None:
+            terms["id_text"] = self.id_text_loss(projected, items)
+        return terms
+
+    def span_means(self, hidden, prompts):
+        """(rows, candidates, d): the mean of the LLM's last hidden states over each candidate's title tokens."""
+        out = []
+        for k, prompt in enumerate(prompts):
+            out.append(torch.stack([hidden[k, start:end].mean(dim=0) for start, end in prompt.spans]))
+        return torch.stack(out)
+
+    def item_text(self, items):
+        """(n, d): each item's text as the LLM reads it, the mean of its title tokens' (frozen) input embeddings."""
+        embedding = self.llm.get_input_embeddings()
+        device = execution_device(embedding)
+        with torch.no_grad():
+            return torch.stack([embedding(torch.tensor(self.prompts.title_ids(int(i)), device=device)).mean(dim=0)
+                                for i in items.tolist()])
+
+    def id_text_loss(self, projected, items):
+        """InfoNCE of each distinct item's projected ID embedding against its own text (``item_text``), the batch's
+        other distinct items as negatives."""
+        unique, first = unique_first(items)
+        text = self.item_text(unique).to(projected)
+        targets = torch.arange(len(unique), device=projected.device)
+        return info_nce(projected[first], text.unsqueeze(0).expand(len(unique), -1, -1), targets,
+                        self.temperatures["id_text"])
+
+    def forward(self, interaction, return_loss=False):
+        if not return_loss:
+            raise ValueError("RSLLM scores candidate lists (candidate_scores), not single rows.")
+        terms = self.loss_terms(interaction)  # the loss goes through forward so that a DDP-wrapped model syncs gradients
+        loss = terms["lm"] + self.weights["user_item"] * terms["user_item"]
+        if "id_text" in terms:
+            loss = loss + self.weights["id_text"] * terms["id_text"]
+        return loss
+
+    def calculate_loss(self, interaction):
+        return self.forward(interaction, return_loss=True)
+
+    # ---------------------------------------------------------------- candidate lists
+    @torch.inference_mode()
+    def candidate_scores(self, interaction, lists):
+        """(rows, candidates): the log-likelihood of each candidate's answer after the row's prompt (mean per token,
+        or the sum: ``candidate_score``), the prompt's key/value cache shared by its candidates."""
+        history, lists = interaction[self.ITEM_SEQ].cpu(), lists.cpu()
+        prompts = self.build_prompts(history, lists)
+        embeds, mask, _, _ = self.embed(prompts)
+        answers = [[self.prompts.answer_ids(i) for i in row] for row in lists.tolist()]
+        sums, counts = continuation_logprobs(self.llm, embeds, mask, answers, pad_id=self.prompts.pad_id)
+        return sums / counts if self.candidate_score == "mean" else sums
+
+    @torch.inference_mode()
+    def answer_candidates(self, interaction, lists):
+        """Per row the column of the one candidate its greedy answer names, or -1 (``parse_choice``)."""
+        texts = self.answers(interaction, lists)
+        return [parse_choice(text, [self.prompts.raw_titles[i] for i in row]) for text, row in zip(texts, lists.tolist())]
+
+    @torch.inference_mode()
+    def answers(self, interaction, lists):
+        """The greedy answer of each row's prompt, as text (at most ``max_answer_tokens`` tokens)."""
+        prompts = self.build_prompts(interaction[self.ITEM_SEQ].cpu(), lists.cpu())
+        embeds, mask, _, _ = self.embed(prompts)
+        ids = greedy_answers(self.llm, embeds, mask, self.max_answer_tokens, self.prompts.eos_id)
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+
+
+def info_nce(queries, keys, positives, temperature):
+    """Cross-entropy of cos(query_k, key_kj) / temperature over j, with ``positives[k]`` the right j; ``keys`` is
+    (rows, choices, d)."""
+    logits = torch.einsum("rd,rcd->rc", F.normalize(queries.float(), dim=-1), F.normalize(keys.float(), dim=-1))
+    return F.cross_entropy(logits / temperature, positives.to(logits.device))
+
+
+def unique_first(items):
+    """The distinct values of ``items`` and the index of each one's first occurrence."""
+    unique, inverse = torch.unique(items, return_inverse=True)
+    first = torch.full((len(unique),), len(items), dtype=torch.long, device=items.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(items), device=items.device), reduce="amin")
+    return unique, first

@@ -1,0 +1,117 @@
+"""The candidate protocol (task: candidates): fixed lists, RecBole's metrics over them, parsing answers."""
+
+import json
+
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_seed
+
+from recbole_cora import run_recbole_cora
+from recbole_cora.config import Config
+from recbole_cora.data.candidates import answer_metrics, candidate_file, candidate_lists, parse_choice, ranking_struct
+from recbole_cora.utils import create_dataset
+
+from conftest import QUIET
+from helpers import SLICE_OPTIONS, ml100k_slice
+
+SEQUENTIAL = {"hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32, "train_batch_size": 256}
+
+
+@pytest.fixture(scope="module")
+def slice_path(tmp_path_factory):
+    return ml100k_slice(tmp_path_factory.mktemp("slice"))
+
+
+def splits(slice_path, stage_root, **extra):
+    options = {**QUIET, **SLICE_OPTIONS, "data_path": slice_path, "cf_checkpoint_dir": str(stage_root), **SEQUENTIAL,
+               "epochs": 1, "task": "candidates", **extra}
+    config = Config("SASRec", "ml100k-slice", config_dict=options)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    return config, dataset, data_preparation(config, dataset)
+
+
+def test_the_lists_are_drawn_once_hold_the_target_once_and_never_an_item_the_user_has_seen(slice_path, tmp_path):
+    config, dataset, (_, valid, test) = splits(slice_path, tmp_path / "stages")
+    feat = dataset.inter_feat
+    for part in (valid._dataset, test._dataset):
+        lists = candidate_lists(config, part)
+        assert lists.shape == (len(part), 20)
+        users, targets = part.inter_feat["user_id"], part.inter_feat["item_id"]
+        for user, target, row in zip(users.tolist(), targets.tolist(), lists.tolist()):
+            assert row.count(target) == 1 and len(set(row)) == 20 and 0 not in row
+            seen = set(feat["item_id"][feat["user_id"] == user].tolist())
+            assert not (set(row) - {target}) & seen  # no other candidate is an item of the user, in any split
+        # the target sits anywhere in the list
+        assert len({row.index(t) for row, t in zip(lists.tolist(), targets.tolist())}) > 5
+    path = candidate_file(config, test._dataset)
+    saved = path.read_text()
+    # a second run (a fresh dataset, the file found) and a new draw (the file deleted) give the same lists
+    config2, _, (_, _, test2) = splits(slice_path, tmp_path / "stages")
+    assert torch.equal(candidate_lists(config2, test2._dataset), candidate_lists(config, test._dataset))
+    path.unlink()
+    config3, _, (_, _, test3) = splits(slice_path, tmp_path / "stages")
+    assert torch.equal(candidate_lists(config3, test3._dataset), candidate_lists(config, test._dataset))
+    assert path.read_text() == saved
+    record = json.loads(saved)
+    assert record["split"] == "test" and record["count"] == 20 and record["split_fingerprint"] == test._dataset.fingerprint
+    # another seed or count is another file, with other lists
+    config4, _, (_, _, test4) = splits(slice_path, tmp_path / "stages", candidate_seed=7)
+    assert candidate_file(config4, test4._dataset) != path
+    assert not torch.equal(candidate_lists(config4, test4._dataset), candidate_lists(config, test._dataset))
+
+
+def test_a_list_longer_than_the_items_a_user_has_not_seen_is_refused_by_name(slice_path, tmp_path):
+    config, _, (_, _, test) = splits(slice_path, tmp_path / "stages", candidate_count=1600)
+    with pytest.raises(ValueError, match="candidate_count 1600 needs 1599 items that user .* lower `candidate_count`"):
+        candidate_lists(config, test._dataset)
+
+
+def test_the_ranking_over_a_list_is_recbole_s_hit_and_ndcg():
+    from recbole.config import Config as RecBoleConfig
+    from recbole.evaluator import Evaluator
+
+    scores = torch.tensor([[0.1, 0.9, 0.3], [0.5, 0.2, 0.4], [0.0, 0.0, 0.0]])
+    positions = torch.tensor([1, 2, 1])  # the target: first place, second place, a tie of all (list order: second)
+    config = RecBoleConfig("Pop", "ml-100k", config_dict={"metrics": ["Hit", "NDCG"], "topk": [1, 2], **QUIET})
+    result = Evaluator(config).evaluate(ranking_struct(scores, positions, 2))
+    assert result["hit@1"] == pytest.approx(1 / 3, abs=1e-4) and result["hit@2"] == pytest.approx(1.0)
+    ndcg2 = (1 + 2 * (1 / torch.log2(torch.tensor(3.0)))) / 3
+    assert result["ndcg@2"] == pytest.approx(float(ndcg2), abs=1e-4)
+
+
+@pytest.mark.parametrize("answer, index", [
+    (" Toy Story (1995)", 0),                           # one title
+    ("Toy Story (1995) or Heat (1995)", -1),            # two titles
+    ("I would pick something else", -1),                # none
+    ("toy story 2 (1999)", 2),                          # a title another one is a prefix of: only the longer one
+    ('"Toy Story 2 (1999)" and Toy Story (1995)', -1),  # both, at separate places
+    ("  Heat   (1995)\n", 1),                           # case and spacing aside
+])
+def test_an_answer_names_one_candidate_or_none(answer, index):
+    titles = ["Toy Story (1995)", "Heat (1995)", "Toy Story 2 (1999)"]
+    titles_prefix = ["Toy Story", "Heat (1995)", "Toy Story 2 (1999)"]
+    assert parse_choice(answer, titles) == index
+    if answer == "toy story 2 (1999)":
+        assert parse_choice(answer, titles_prefix) == 2  # "Toy Story" is inside "toy story 2": not named on its own
+
+
+def test_validratio_and_hitratio_follow_llara_and_count_invalid_answers_as_misses():
+    metrics = answer_metrics(torch.tensor([0, -1, 3, 2]), torch.tensor([0, 1, 3, 1]))
+    assert metrics == {"valid_ratio": 0.75, "hit_ratio@1_valid": 2 / 3, "hit_ratio@1_all": 0.5}
+
+
+def test_recbole_s_sequential_models_rank_the_lists_and_the_file_serves_every_model(slice_path, tmp_path):
+    options = {**QUIET, **SLICE_OPTIONS, "data_path": slice_path, "cf_checkpoint_dir": str(tmp_path / "stages"),
+               **SEQUENTIAL, "epochs": 2, "task": "candidates", "eval_rows": 60}
+    out = run_recbole_cora("SASRec", "ml100k-slice", config_dict=options)
+    result = out["results"]["SASRec"]
+    assert result["users"] == 60 and 0 <= result["hit@1"] <= result["hit@5"] <= result["hit@10"] <= 1
+    assert set(result) >= {"hit@1", "hit@5", "ndcg@5", "ndcg@10"}
+    assert "| SASRec | users | 60 |" in out["table"] and "Hit@1" in out["table"]
+    files = sorted((tmp_path / "stages" / "candidates").glob("*.json"))
+    assert len(files) == 2 and {"valid", "test"} == {f.name.split("-")[-2] for f in files}
+    before = {f.name: f.stat().st_mtime_ns for f in files}
+    run_recbole_cora("GRU4Rec", "ml100k-slice", config_dict={**options, "epochs": 1})
+    assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "stages" / "candidates").glob("*.json")} == before

@@ -1,0 +1,225 @@
+"""RSLLM on the tiny LLM and a slice of ml-100k: the text-ID prompt, the cached candidate likelihood, greedy answers,
+each loss term against a plain reference, the stages' gradients, and a run of the pipeline."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from recbole.data import data_preparation
+from recbole.utils import init_seed
+
+from recbole_cora import run_recbole_cora
+from recbole_cora.config import Config
+from recbole_cora.data.candidates import candidate_lists
+from recbole_cora.model.llm_recommender.rsllm import RSLLM
+from recbole_cora.stages import prepare_stages
+from recbole_cora.utils import create_dataset
+
+from conftest import QUIET
+from helpers import SLICE_OPTIONS, ml100k_slice
+
+SMALL_RSLLM = {
+    **QUIET, **SLICE_OPTIONS, "history_len": 4, "candidate_count": 6, "train_batch_size": 4, "eval_batch_size": 4,
+    "max_answer_tokens": 40, "lora_target_modules": ["q_proj", "v_proj"],
+    "sequential_encoder_config": {"epochs": 2, "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32,
+                                  "train_batch_size": 256},
+}
+
+
+@pytest.fixture(scope="module")
+def slice_path(tmp_path_factory):
+    return ml100k_slice(tmp_path_factory.mktemp("slice"))
+
+
+@pytest.fixture(scope="module")
+def stage_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("stages"))  # SASRec is trained once for the module, then found
+
+
+def build(tiny_llm, slice_path, stage_root, **extra):
+    options = {**SMALL_RSLLM, "llm_path": tiny_llm, "data_path": slice_path, "cf_checkpoint_dir": stage_root, **extra}
+    config = Config("RSLLM", "ml100k-slice", config_dict=options)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    splits = data_preparation(config, dataset)
+    prepare_stages(config, dataset, RSLLM)
+    torch.manual_seed(0)
+    model = RSLLM(config, splits[0]._dataset)
+    with torch.no_grad():  # LoRA's B starts at zero: make the adapted LLM differ from the frozen one
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return config, model, splits
+
+
+def first_batch(data, rows):
+    batch = data.collate_fn(list(rows))
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def full_logprob(model, prompt, answer):
+    """log p(answer | prompt) from one full forward of prompt + answer alone (no cache, no padding)."""
+    embeds, mask, _, _ = model.embed([prompt], [answer])
+    logits = model.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits[0].float()
+    start = len(prompt.ids) - 1
+    logp = torch.log_softmax(logits[start: start + len(answer)], dim=-1)
+    return logp.gather(1, torch.tensor(answer).view(-1, 1)).sum()
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_the_cached_likelihood_of_each_candidate_equals_a_full_forward_of_each(tiny_llm, slice_path, stage_root, stage):
+    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="sum")
+    model.set_stage(stage)
+    model.eval()
+    rows = [0, 5, 9]
+    batch = first_batch(test, rows)
+    lists = candidate_lists(config, test._dataset)[torch.tensor(rows)]
+    cached = model.candidate_scores(batch, lists)
+    prompts = model.build_prompts(batch["item_id_list"], lists)
+    assert len({len(p.ids) for p in prompts}) > 1  # prompts of different lengths share the batch (padding)
+    with torch.no_grad():
+        for r, prompt in enumerate(prompts):
+            for c, item in enumerate(lists[r].tolist()):
+                reference = full_logprob(model, prompt, model.prompts.answer_ids(item))
+                assert torch.allclose(cached[r, c], reference, atol=1e-4), (r, c, float(cached[r, c]), float(reference))
+    mean = build(tiny_llm, slice_path, stage_root)[1]  # candidate_score: mean divides by each answer's token count
+    mean.set_stage(stage)
+    mean.eval()
+    counts = torch.tensor([[len(model.prompts.answer_ids(i)) for i in row] for row in lists.tolist()])
+    assert torch.allclose(mean.candidate_scores(batch, lists), cached / counts, atol=1e-4)
+
+
+def test_a_greedy_answer_is_the_argmax_of_full_forwards(tiny_llm, slice_path, stage_root):
+    from recbole_cora.llm.scoring import greedy_answers
+
+    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root)
+    model.set_stage(2)
+    model.eval()
+    batch = first_batch(test, [1, 2])
+    lists = candidate_lists(config, test._dataset)[torch.tensor([1, 2])]
+    prompts = model.build_prompts(batch["item_id_list"], lists)
+    with torch.no_grad():
+        embeds, mask, _, _ = model.embed(prompts)
+        cached = greedy_answers(model.llm, embeds, mask, 6, model.prompts.eos_id)
+        for r, prompt in enumerate(prompts):
+            tokens = []
+            for _ in range(6):
+                e, m, _, _ = model.embed([prompt], [tokens])
+                token = int(model.llm(inputs_embeds=e, attention_mask=m, use_cache=False).logits[0, -1].argmax())
+                if token == model.prompts.eos_id:
+                    break
+                tokens.append(token)
+            assert cached[r] == tokens
+    choices = model.answer_candidates(batch, lists)
+    assert all(-1 <= c < lists.shape[1] for c in choices)
+
+
+def test_projected_ids_land_at_their_placeholders_and_nowhere_else(tiny_llm, slice_path, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
+    model.set_stage(2)
+    batch = first_batch(train, range(30, 34))
+    lists = model.training_lists(batch["item_id_list"], batch["item_id"])
+    prompts = model.build_prompts(batch["item_id_list"], lists)
+    embeds, mask, projected, items = model.embed(prompts)
+    plain = model.llm.get_input_embeddings()(model.embed(prompts)[1].new_tensor(
+        [p.ids + [model.prompts.pad_id] * (mask.shape[1] - len(p.ids)) for p in prompts]))
+    changed = (embeds != plain).any(dim=-1)
+    expected = torch.zeros_like(changed)
+    for r, prompt in enumerate(prompts):
+        shown = [i for i in batch["item_id_list"][r].tolist() if i > 0][-4:]
+        assert [item for _, item in prompt.items] == shown + lists[r].tolist()  # history, then the list, in order
+        for position, item in prompt.items:
+            expected[r, position] = True
+            assert prompt.ids[position] == model.prompts.placeholder_id
+            vector = model.projector(model.sequence_encoder.item_embeddings(torch.tensor([item])))
+            assert torch.allclose(embeds[r, position], vector[0], atol=1e-6)
+    assert torch.equal(changed, expected)
+    assert len(items) == sum(len(p.items) for p in prompts) and projected.shape == (len(items), model.d_model)
+    model.set_stage(1)  # the text-only prompt has no placeholder: nothing is replaced
+    text = model.build_prompts(batch["item_id_list"], lists)
+    assert all(not p.items for p in text) and model.embed(text)[2] is None
+    assert all(model.prompts.placeholder_id not in p.ids for p in text)
+
+
+def test_each_loss_term_matches_a_plain_reference(tiny_llm, slice_path, stage_root, monkeypatch):
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
+    model.set_stage(2)
+    model.eval()
+    batch = first_batch(train, range(50, 54))
+    torch.manual_seed(3)
+    lists = model.training_lists(batch["item_id_list"], batch["item_id"])
+    monkeypatch.setattr(model, "training_lists", lambda history, target: lists)
+    terms = model.loss_terms(batch)
+    prompts = model.build_prompts(batch["item_id_list"], lists)
+    lm_losses, ui, idt_q, idt_items = [], [], [], []
+    for r, prompt in enumerate(prompts):
+        answer = model.prompts.answer_ids(int(batch["item_id"][r]))
+        embeds, mask, projected, items = model.embed([prompt], [answer])
+        out = model.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False, output_hidden_states=True)
+        start = len(prompt.ids) - 1
+        logp = torch.log_softmax(out.logits[0, start: start + len(answer)].float(), dim=-1)
+        lm_losses += [-logp[j, t] for j, t in enumerate(answer)]
+        hidden = out.hidden_states[-1][0]
+        user = hidden[start]
+        cands = torch.stack([hidden[a:b].mean(0) for a, b in prompt.spans])
+        target = lists[r].tolist().index(int(batch["item_id"][r]))
+        cos = torch.stack([F.cosine_similarity(user, c, dim=0) for c in cands]) / 0.1
+        ui.append(-torch.log_softmax(cos, dim=0)[target])
+        idt_q.append(projected)
+        idt_items += items.tolist()
+    assert torch.allclose(terms["lm"], torch.stack(lm_losses).mean(), atol=1e-4)
+    assert torch.allclose(terms["user_item"], torch.stack(ui).mean(), atol=1e-4)
+    # id-text: each distinct item's projected ID token (its first occurrence) against every distinct item's text
+    queries = torch.cat(idt_q)
+    distinct = sorted(set(idt_items))
+    embedding = model.llm.get_input_embeddings()
+    texts = torch.stack([embedding(torch.tensor(model.prompts.title_ids(i))).mean(0) for i in distinct])
+    losses = []
+    for k, item in enumerate(distinct):
+        q = queries[idt_items.index(item)]
+        cos = F.cosine_similarity(q.unsqueeze(0), texts, dim=1) / 0.1
+        losses.append(-torch.log_softmax(cos, dim=0)[k])
+    assert torch.allclose(terms["id_text"], torch.stack(losses).mean(), atol=1e-4)
+    total = model.calculate_loss(batch)
+    assert torch.allclose(total, terms["lm"] + 0.1 * terms["user_item"] + 0.1 * terms["id_text"], atol=1e-4)
+
+
+def test_stage_one_trains_lora_alone_stage_two_adds_the_projector_and_the_encoder_never_changes(
+        tiny_llm, slice_path, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
+    frozen = {n: t.clone() for n, t in model.state_dict().items()
+              if n.startswith("sequence_encoder.") or (n.startswith("llm.") and "lora_" not in n)}
+    batch = first_batch(train, range(8))
+    for stage in (1, 2):
+        model.set_stage(stage)
+        model.train()
+        model.zero_grad()
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        assert all("lora_" in n or (stage == 2 and n.startswith("projector.")) for n in trainable)
+        assert any(n.startswith("projector.") for n in trainable) == (stage == 2)
+        model.calculate_loss(batch).backward()
+        projector_grads = [p.grad for p in model.projector.parameters()]
+        if stage == 1:
+            assert all(g is None for g in projector_grads)  # no gradient at all, not a zero one
+        else:
+            assert all(g is not None and g.abs().sum() > 0 for g in projector_grads)
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in trainable.items() if "lora_B" in n)
+        torch.optim.SGD(trainable.values(), lr=0.1).step()
+        for name, before in frozen.items():
+            assert torch.equal(model.state_dict()[name], before), name
+        assert not model.sequence_encoder.training and not model.llm.training
+
+
+def test_a_bound_shorter_than_the_longest_title_is_refused_by_name(tiny_llm, slice_path, stage_root):
+    with pytest.raises(ValueError, match="max_answer_tokens 5 is shorter than the longest answer: .* raise `max_answer_tokens`"):
+        build(tiny_llm, slice_path, stage_root, max_answer_tokens=5)
+
+
+def test_the_pipeline_reports_rsllm_beside_its_frozen_sasrec_on_the_same_lists(tiny_llm, slice_path, stage_root):
+    options = {**SMALL_RSLLM, "llm_path": tiny_llm, "data_path": slice_path, "cf_checkpoint_dir": stage_root,
+               "stage1_epochs": 1, "stage2_epochs": 1, "train_rows_per_epoch": 16, "eval_rows": 12}
+    out = run_recbole_cora("RSLLM", "ml100k-slice", config_dict=options)
+    assert set(out["results"]) == {"RSLLM", "SASRec (frozen sequential encoder)"}
+    rsllm = out["results"]["RSLLM"]
+    assert rsllm["users"] == 12 and 0 <= rsllm["valid_ratio"] <= 1 and 0 <= rsllm["hit_ratio@1_all"] <= rsllm["valid_ratio"]
+    assert 0 <= rsllm["hit@1"] <= rsllm["hit@5"] <= 1
+    assert "| RSLLM | users | 12 |" in out["table"] and "ValidRatio" in out["table"]
