@@ -1,7 +1,8 @@
-"""Run a recbole-cora model, or any RecBole model, on the labeled task or the next-item task.
+"""Run a recbole-cora model, or any RecBole model, on the labeled task, the next-item task or the candidate task.
 
     python run_recbole_cora.py                                  # the embedded default: CoRA, ml-100k, SmolLM2
     python run_recbole_cora.py --model Laser                    # the embedded next-item default: Laser, ml-100k, SmolLM2
+    python run_recbole_cora.py --model RSLLM                    # the embedded candidate default: RSLLM, ml-100k, SmolLM2
     python run_recbole_cora.py --model LightGCN --dataset ml-100k
     python run_recbole_cora.py --model SASRec --dataset ml-100k --task next_item
     python run_recbole_cora.py --config_files my.yaml --learning_rate=0.01
@@ -9,6 +10,7 @@
 
     python run_recbole_cora.py --compare LightGCN,MF,DeepFM,TALLRec,CoLLM,CoRA --config_files my.yaml
     python run_recbole_cora.py --compare SASRec,BERT4Rec,GRU4Rec,Laser --task next_item
+    python run_recbole_cora.py --compare SASRec,GRU4Rec,Laser,RSLLM --task candidates
 
     python run_recbole_cora.py --predict saved/CoRA-<time> --pairs pairs.tsv      # scores.tsv: a probability per pair
     python run_recbole_cora.py --recommend saved/CoRA-<time> --users 196,186 --topk 10
@@ -26,11 +28,13 @@ from pathlib import Path
 PRESETS = Path(__file__).resolve().parent / "properties" / "presets"
 EMBEDDED_DEFAULT = PRESETS / "embedded_default.yaml"  # the labeled task: CoRA
 EMBEDDED_NEXT_ITEM = PRESETS / "embedded_next_item.yaml"  # the next-item task: Laser
+EMBEDDED_CANDIDATES = PRESETS / "embedded_candidates.yaml"  # the candidate task: RSLLM
 
 
 def embedded_preset(model, task):
     """The embedded default a run without dataset and config files uses: the labeled one (CoRA's) unless the
-    task, or the model's own task, is next_item. None: a model of the labeled task without a dataset (ml-100k)."""
+    task, or the model's own task, is next_item (Laser's) or candidates (RSLLM's). None: a model of the labeled task
+    without a dataset (ml-100k)."""
     if task is None and model is not None:
         from recbole_cora.config import model_tasks
         from recbole_cora.utils import get_model
@@ -38,15 +42,16 @@ def embedded_preset(model, task):
         task = model_tasks(get_model(model))[0]
         if task == "labeled":
             return None
-    return str(EMBEDDED_NEXT_ITEM if task == "next_item" else EMBEDDED_DEFAULT)
+    return str({"next_item": EMBEDDED_NEXT_ITEM, "candidates": EMBEDDED_CANDIDATES}.get(task, EMBEDDED_DEFAULT))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default=None, help="model name (plugin or RecBole)")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name (folder under data_path)")
-    parser.add_argument("--task", "-t", default=None, choices=["labeled", "next_item"],
-                        help="labeled (Yes/No rows) or next_item (full ranking); default: the model's own task")
+    parser.add_argument("--task", "-t", default=None, choices=["labeled", "next_item", "candidates"],
+                        help="labeled (Yes/No rows), next_item (full ranking) or candidates (a fixed list per user); "
+                             "default: the model's own task")
     parser.add_argument("--config_files", nargs="+", default=None, help="YAML files, later ones win")
     parser.add_argument("--compare", default=None, help="comma-separated models to run on one split, e.g. LightGCN,BPR,TALLRec,CoRA")
     parser.add_argument("--compare_dir", default=None, help="comparison folder (to resume one); default results/compare-...")

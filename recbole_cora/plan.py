@@ -55,6 +55,11 @@ def training_steps(config, train_rows):
     return per_epoch, max(steps, 1)
 
 
+def _valid_clause(config, rows):
+    step = config["eval_step"]
+    return f"valid every {step} epoch(s) on {rows}" if step and step > 0 else "no valid pass (eval_step 0: each epoch is saved)"
+
+
 def describe_plan(config, dataset, splits, model_class, stages=()):
     """The plan as lines of text (the pipeline logs them before the first stage starts)."""
     from recbole_cora.model.abstract_llm_recommender import LLMRecommender
@@ -96,15 +101,15 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
     if config["task"] == "candidates":
         from recbole_cora.data.candidates import candidate_file
 
-        lines.append(f"  evaluate  valid every {config['eval_step']} epoch(s) on {_rows(len(valid), config, 'users')}; test on "
+        lines.append(f"  evaluate  {_valid_clause(config, _rows(len(valid), config, 'users'))}; test on "
                      f"{_rows(len(test), config, 'users')}: each ranks its list of {config['candidate_count']} candidates "
                      f"(the next item and {config['candidate_count'] - 1} never interacted with), kept in "
                      f"{candidate_file(config, test).parent}")
     elif next_item:
-        lines.append(f"  evaluate  valid every {config['eval_step']} epoch(s) on {_rows(len(valid), config, 'users')}; test on "
+        lines.append(f"  evaluate  {_valid_clause(config, _rows(len(valid), config, 'users'))}; test on "
                      f"{_rows(len(test), config, 'users')} ({config['eval_args']['mode']['test']} ranking)")
     else:
-        lines.append(f"  evaluate  valid every {config['eval_step']} epoch(s) on {_rows(len(valid), config)}; test on "
+        lines.append(f"  evaluate  {_valid_clause(config, _rows(len(valid), config))}; test on "
                      f"{_rows(len(test), config)}")
     if is_llm and config["curve_epochs"]:
         lines.append(f"  curve     the test rows are also scored after epochs {list(config['curve_epochs'])}")

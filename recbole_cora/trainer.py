@@ -598,12 +598,13 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
     def evaluate_candidates(self, model, eval_data, show_progress=False):
         """``task: candidates``: this trainer's evaluation users of ``eval_data`` rank their fixed candidate lists
         (``candidate_scores``), users split between processes and gathered once; RecBole's evaluator gives Hit and
-        NDCG at each k over the lists. A model that answers in text (``answer_candidates``: RSLLM) also gives its
-        greedy answer's ValidRatio and HitRatio@1 (over valid answers, LLaRA's, and over all users)."""
+        NDCG at each k over the lists. On the test split a model that answers in text (``answer_candidates``: RSLLM)
+        also gives its greedy answer's ValidRatio and HitRatio@1 (over valid answers, LLaRA's, and over all users)."""
         rows = self._eval_rows(eval_data)
         part = eval_data._dataset
         lists = candidate_lists(self.config, part)
-        answers = hasattr(model, "answer_candidates") and bool(self.config["generate_answers"])
+        # greedy answers on the test users only: early stopping reads the ranking, and generation is the slow half
+        answers = hasattr(model, "answer_candidates") and bool(self.config["generate_answers"]) and part.phase == "test"
         local = {"row": [], "score": [], "choice": []}
         with self.accelerator.split_between_processes(rows) as mine:
             mine = self._longest_first(eval_data, mine, model)

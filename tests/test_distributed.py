@@ -98,3 +98,39 @@ def test_two_processes_rank_every_next_item_user_once_with_the_metrics_of_one(tm
     assert one["Laser"]["users"] == two["Laser"]["users"] == 61  # every user once (61 splits unevenly)
     for key in ("hit@10", "hit@20", "recall@10", "ndcg@10", "mrr@10"):
         assert abs(one["Laser"][key] - two["Laser"][key]) <= 1 / 61 + 1e-9, (key, one["Laser"], two["Laser"])
+
+
+def test_two_processes_rank_every_candidate_list_once_and_draw_the_same_lists(tmp_path, tiny_llm):
+    """RSLLM (task: candidates): the lists drawn in a two-process run are the one-process run's, byte for byte; every
+    test user's list is scored and answered exactly once; the frozen SASRec's row is identical."""
+    import yaml
+
+    from helpers import SLICE_OPTIONS, ml100k_slice
+
+    options = {
+        **SLICE_OPTIONS, "model": "RSLLM", "dataset": "ml100k-slice", "data_path": ml100k_slice(tmp_path),
+        "llm_path": tiny_llm, "state": "INFO", "show_progress": False, "history_len": 3, "candidate_count": 5,
+        "max_answer_tokens": 40, "lora_target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0, "stage1_epochs": 1,
+        "stage2_epochs": 0, "train_rows_per_epoch": 8, "train_batch_size": 4, "eval_batch_size": 4, "eval_rows": 13,
+        "sequential_encoder_config": {"epochs": 1, "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32},
+    }
+    results, files = {}, {}
+    for name, prefix in (("one", [sys.executable]), ("two", [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(free_port())])):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        config = cwd / "rsllm.yaml"
+        config.write_text(yaml.safe_dump({**options, "cf_checkpoint_dir": str(cwd / "stages")}))
+        done = subprocess.run(prefix + [str(ROOT / "run_recbole_cora.py"), "--config_files", str(config)],
+                              capture_output=True, text=True, cwd=cwd, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert f"{1 if name == 'one' else 2} process(es)" in done.stdout + done.stderr
+        results[name] = json.loads(next(cwd.glob("results/RSLLM-*/results.json")).read_text())
+        files[name] = {f.name: f.read_text() for f in (cwd / "stages" / "candidates").glob("*.json")}
+    assert len(files["one"]) == 2 and files["one"] == files["two"]
+    one, two = results["one"], results["two"]
+    assert one["SASRec (frozen sequential encoder)"] == two["SASRec (frozen sequential encoder)"]
+    assert one["RSLLM"]["users"] == two["RSLLM"]["users"] == 13
+    for key in ("hit@1", "hit@5", "ndcg@5", "valid_ratio", "hit_ratio@1_all"):
+        assert abs(one["RSLLM"][key] - two["RSLLM"][key]) <= 1 / 13 + 1e-9, (key, one["RSLLM"], two["RSLLM"])
