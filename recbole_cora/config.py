@@ -208,6 +208,19 @@ class Config(RecBoleConfig):
                 value = _merge_eval_args(self.internal_config_dict.get("eval_args"), value)
             self.internal_config_dict[key] = value
         self.internal_config_dict["task"] = self.task
+        if self.task == "candidates" and self.internal_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+            self._labeled_model_on_candidates()
+
+    def _labeled_model_on_candidates(self):
+        """A labeled model (TALLRec, ZeroShot) on the candidate task reads the sequential data every model of that task
+        reads: RecBole's sequential loaders (one valid and test row per user), no rating threshold (every rating is
+        an interaction), and for training each next-item row with one uniformly sampled negative (label 0)."""
+        internal = self.internal_config_dict
+        internal["MODEL_TYPE"] = ModelType.SEQUENTIAL
+        internal.pop("threshold", None)  # RecBole's context-aware default for ml-100k
+        internal["repeatable"] = True
+        if internal.get("train_neg_sample_args") is None:
+            internal["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1}
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()

@@ -154,7 +154,8 @@ def zero_shot_result(config, trainer, model, test_data, state):
     every model of a comparison that shows the same prompts."""
     rows = trainer._eval_rows(test_data)
     dataset = test_data._dataset
-    key = json.dumps([model.zero_shot_key(dataset.inter_feat[torch.as_tensor(rows)]), dataset.fingerprint, rows])
+    lists = [config["task"], config["candidate_count"], config["candidate_seed"], config["seed"]] if config["task"] == "candidates" else []
+    key = json.dumps([model.zero_shot_key(dataset.inter_feat[torch.as_tensor(rows)]), dataset.fingerprint, rows, *lists])
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = Path(config["cf_checkpoint_dir"]) / "zero-shot" / f"{config['dataset']}-{key}.json"
     logger = getLogger()

@@ -115,3 +115,40 @@ def test_recbole_s_sequential_models_rank_the_lists_and_the_file_serves_every_mo
     before = {f.name: f.stat().st_mtime_ns for f in files}
     run_recbole_cora("GRU4Rec", "ml100k-slice", config_dict={**options, "epochs": 1})
     assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "stages" / "candidates").glob("*.json")} == before
+
+
+def test_a_labeled_model_ranks_a_list_by_its_yes_probability_for_each_candidate(slice_path, tmp_path, tiny_llm):
+    from recbole_cora.model.llm_recommender.tallrec import TALLRec
+    from recbole_cora.trainer import LLMTrainer
+
+    options = {**QUIET, **SLICE_OPTIONS, "data_path": slice_path, "cf_checkpoint_dir": str(tmp_path / "stages"),
+               "llm_path": tiny_llm, "task": "candidates", "history_len": 4, "candidate_count": 5, "eval_batch_size": 3}
+    config = Config("TALLRec", "ml100k-slice", config_dict=options)
+    assert config["train_neg_sample_args"]["sample_num"] == 1 and config["threshold"] is None
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, _, test = data_preparation(config, dataset)
+    batch = train.collate_fn([0, 1, 2])  # a training batch: each next-item row and one sampled negative
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    assert batch["label"].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert torch.equal(batch["item_id_list"][:3], batch["item_id_list"][3:])
+    torch.manual_seed(0)
+    model = TALLRec(config, train._dataset).eval()
+    with torch.no_grad():
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    rows = torch.tensor([0, 3, 7, 8])
+    lists = candidate_lists(config, test._dataset)[rows]
+    users = test._dataset.inter_feat[rows]
+    scores = model.candidate_scores(users, lists)
+    for r in range(len(rows)):  # each candidate scored alone as a labeled row, through predict
+        row = users[torch.tensor([r] * lists.shape[1])]
+        row.interaction["item_id"] = lists[r]
+        alone = model.predict(row)
+        assert torch.allclose(scores[r], alone, atol=1e-6)
+        assert torch.equal(torch.argsort(scores[r], descending=True, stable=True),
+                           torch.argsort(alone, descending=True, stable=True))
+    trainer = LLMTrainer(config, model)
+    result = trainer.evaluate_model(model, test)
+    assert result["users"] == len(test._dataset) and 0 <= result["hit@1"] <= result["hit@5"] <= 1

@@ -223,3 +223,13 @@ def test_the_pipeline_reports_rsllm_beside_its_frozen_sasrec_on_the_same_lists(t
     assert rsllm["users"] == 12 and 0 <= rsllm["valid_ratio"] <= 1 and 0 <= rsllm["hit_ratio@1_all"] <= rsllm["valid_ratio"]
     assert 0 <= rsllm["hit@1"] <= rsllm["hit@5"] <= 1
     assert "| RSLLM | users | 12 |" in out["table"] and "ValidRatio" in out["table"]
+
+
+def test_a_dataset_without_titles_is_refused_before_anything_trains(tiny_llm, slice_path, stage_root):
+    from recbole_cora.checks import OptionError, check_run
+
+    options = {**SMALL_RSLLM, "llm_path": tiny_llm, "data_path": slice_path, "cf_checkpoint_dir": stage_root,
+               "text_fields": []}
+    config = Config("RSLLM", "ml100k-slice", config_dict=options, check=False)
+    with pytest.raises(OptionError, match="RSLLM reads item text: set `text_fields`"):
+        check_run(config, RSLLM)

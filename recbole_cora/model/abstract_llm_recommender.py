@@ -189,6 +189,7 @@ class LabeledLLMRecommender(LLMRecommender):
         self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
         self.loss = nn.BCEWithLogitsLoss()
         self.in_zero_shot = False
+        self.score_batch_size = int(config["eval_batch_size"])
 
     @contextlib.contextmanager
     def zero_shot(self):
@@ -217,7 +218,9 @@ class LabeledLLMRecommender(LLMRecommender):
 
     def build_prompts(self, config, dataset):
         """The Yes/No prompt of a row: its history titles and the target's (``prompt_template``)."""
-        return PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
+        # the last history_len items: a labeled dataset's history holds that many, a sequential one (the candidate
+        # task) RecBole's whole ID history (MAX_ITEM_LIST_LENGTH)
+        return PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length, shown=dataset.history_len)
 
     def prompt_lengths(self, interaction):
         return self.prompts.lengths(*self.prompts.rows(interaction))
@@ -233,6 +236,17 @@ class LabeledLLMRecommender(LLMRecommender):
 
     def calculate_loss(self, interaction):
         return self.forward(interaction, return_loss=True)
+
+    @torch.no_grad()
+    def candidate_scores(self, interaction, lists):
+        """``task: candidates``: the Yes probability of each row's user and history with each of its candidates as the
+        target, (rows, candidates); the pairs go through ``predict`` ``eval_batch_size`` at a time."""
+        count = lists.shape[1]
+        pairs = interaction.repeat_interleave(count)
+        pairs.interaction[self.ITEM_ID] = lists.reshape(-1).to(interaction[self.ITEM_ID].device)
+        size = self.score_batch_size
+        scores = torch.cat([self.predict(pairs[start: start + size]) for start in range(0, len(pairs), size)])
+        return scores.view(len(interaction), count)
 
     def predict(self, interaction):
         """The Yes probability, in float64: a raw Yes logit of +15 (SmolLM2's, zero-shot) is 1 - 3e-7 as a

@@ -14,6 +14,10 @@ from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
 
 
 class ZeroShot(LabeledLLMRecommender):
+    # on the candidate task it trains on the next-item rows (and one sampled negative each) and ranks a list by its
+    # Yes probability (``candidate_scores``)
+    tasks = ("labeled", "candidates")
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.in_zero_shot = True
