@@ -118,10 +118,14 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
     return lines
 
 
-def describe_prompt(model, interaction):
+def describe_prompt(model, interaction, lists=None):
     """One prompt exactly as the LLM reads it (the text given to its tokenizer) and its token count, for the first
-    row of ``interaction``; [] for a model without prompts."""
+    row of ``interaction``; [] for a model without prompts. A model that shows a candidate list (RSLLM) shows the
+    first row's list (``lists``: the test split's candidate lists)."""
     lines = []
+    if hasattr(model, "example_prompt") and lists is not None:
+        text, ids = model.example_prompt(interaction[:1], lists[:1])
+        return [f"example prompt (the first test user and its candidate list, {len(ids)} tokens):", text]
     for name, builder in model.prompt_builders().items():
         with_target = "{target}" in builder.template
         text, ids = builder.example(interaction, with_target=with_target)

@@ -74,7 +74,13 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     log_file_only(logger, model)
     logger.info(f"resolved config, dataset and model: in {log_file(logger) or 'the log file'}")
     if is_llm:
-        for line in describe_prompt(model, test_data._dataset.inter_feat):
+        lists = None
+        if config["task"] == "candidates":
+            from recbole_cora.data.candidates import candidate_lists
+
+            with state.main_process_first():  # drawn and saved once, then read by the other processes
+                lists = candidate_lists(config, test_data._dataset)
+        for line in describe_prompt(model, test_data._dataset.inter_feat, lists):
             logger.info(line)
     start = time.time()
     stages = model.training_stages() if is_llm else [None]

@@ -233,3 +233,17 @@ def test_a_dataset_without_titles_is_refused_before_anything_trains(tiny_llm, sl
     config = Config("RSLLM", "ml100k-slice", config_dict=options, check=False)
     with pytest.raises(OptionError, match="RSLLM reads item text: set `text_fields`"):
         check_run(config, RSLLM)
+
+
+def test_the_plan_shows_the_first_test_user_s_prompt_with_its_list(tiny_llm, slice_path, stage_root):
+    from recbole_cora.plan import describe_prompt
+
+    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root)
+    lists = candidate_lists(config, test._dataset)
+    title, text = describe_prompt(model, test._dataset.inter_feat, lists)
+    ids = model.build_prompts(test._dataset.inter_feat[:1]["item_id_list"], lists[:1])[0].ids
+    assert title == f"example prompt (the first test user and its candidate list, {len(ids)} tokens):"
+    for item in lists[0].tolist():  # every candidate's title, in list order
+        assert model.prompts.raw_titles[item] in text
+    # the text reads as the ids do (pieces tokenized apart may merge differently; the words are the same)
+    assert model.tokenizer.decode(ids).split() == text.split()

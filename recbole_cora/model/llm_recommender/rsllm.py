@@ -152,6 +152,12 @@ class RSLLM(LLMRecommender):
         embeds = embeds.index_put((where_rows, where_cols), projected.to(embeds.dtype))
         return embeds, mask, projected, items
 
+    def example_prompt(self, interaction, lists):
+        """(text, token ids) of the first row's prompt with its list, in the current stage's form (the plan shows it;
+        the text is what the pieces read as together, the ids what the LLM gets)."""
+        history, items = interaction[self.ITEM_SEQ][0].tolist(), lists[0].tolist()
+        return self.prompts.text(history, items, self.with_ids), self.prompts.build(history, items, self.with_ids).ids
+
     def prompt_lengths(self, interaction):
         return None  # lists are drawn per batch: no fixed prompt to measure
 
