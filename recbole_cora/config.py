@@ -39,7 +39,7 @@ def model_tasks(model_class):
                                                       # SASRec); on the candidate task they rank each user's list
     if model_class.type in (ModelType.CONTEXT, ModelType.DECISIONTREE):
         return ("labeled",)
-    return ("labeled", "next_item")
+    return ("labeled", "next_item", "candidates")  # general models; on the candidate task they rank each user's list
 
 
 # Options with a fixed set of values, checked here once for every model (a typo would otherwise do nothing, or
@@ -212,9 +212,10 @@ class Config(RecBoleConfig):
             self._labeled_model_on_candidates()
 
     def _labeled_model_on_candidates(self):
-        """A labeled model (TALLRec, ZeroShot) on the candidate task reads the sequential data every model of that task
-        reads: RecBole's sequential loaders (one valid and test row per user), no rating threshold (every rating is
-        an interaction), and for training each next-item row with one uniformly sampled negative (label 0)."""
+        """A labeled model (TALLRec, CoRA, ...) or a general one (LightGCN, as a model or a CF stage) on the candidate
+        task reads the sequential data every model of that task reads: RecBole's sequential loaders (one valid and
+        test row per user), no rating threshold (every rating is an interaction), and for training each next-item
+        row with one uniformly sampled negative (label 0 for a pointwise model, BPR's pair for a pairwise one)."""
         internal = self.internal_config_dict
         internal["MODEL_TYPE"] = ModelType.SEQUENTIAL
         internal.pop("threshold", None)  # RecBole's context-aware default for ml-100k

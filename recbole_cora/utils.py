@@ -86,7 +86,8 @@ def get_trainer(model_type, model_name, config=None):
 
 def create_dataset(config):
     """The plugin's ``LabeledDataset`` for labeled protocols, ``NextItemDataset`` (RecBole's sequential data with
-    item text) for sequential models of the next-item and candidate tasks; RecBole's own dataset otherwise."""
+    item text) for sequential models of the next-item task and every model of the candidate task (one split for all
+    of them: a CF stage and the LLM model it serves share its fingerprint); RecBole's own dataset otherwise."""
     from recbole.data import create_dataset as recbole_create_dataset
     from recbole.utils import ModelType
 
@@ -94,6 +95,6 @@ def create_dataset(config):
 
     if "labeled" in config["eval_args"]["mode"].values():
         return LabeledDataset(config)
-    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["task"] in ("next_item", "candidates"):
+    if config["task"] == "candidates" or (config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["task"] == "next_item"):
         return NextItemDataset(config)
     return recbole_create_dataset(config)

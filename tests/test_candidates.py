@@ -152,3 +152,28 @@ def test_a_labeled_model_ranks_a_list_by_its_yes_probability_for_each_candidate(
     trainer = LLMTrainer(config, model)
     result = trainer.evaluate_model(model, test)
     assert result["users"] == len(test._dataset) and 0 <= result["hit@1"] <= result["hit@5"] <= 1
+
+
+def test_cora_runs_on_the_lists_beside_its_frozen_lightgcn_and_the_zero_shot_row(slice_path, tmp_path, tiny_llm):
+    from recbole_cora.model.encoders import FrozenCFEncoder
+
+    options = {**QUIET, **SLICE_OPTIONS, "data_path": slice_path, "cf_checkpoint_dir": str(tmp_path / "stages"),
+               "llm_path": tiny_llm, "task": "candidates", "history_len": 4, "candidate_count": 6, "eval_rows": 10,
+               "train_rows_per_epoch": 16, "epochs": 1, "train_batch_size": 8, "eval_batch_size": 12,
+               "query_layers": 1, "query_width": 32, "query_heads": 2, "num_queries": 2, "lora_rank": 4,
+               "lora_alpha": 8, "cf_config": {"epochs": 2, "embedding_size": 16}}
+    out = run_recbole_cora("CoRA", "ml100k-slice", config_dict=options)
+    assert set(out["results"]) == {"CoRA", "LightGCN (frozen CF encoder)", "ZeroShot (frozen LLM)"}
+    assert all(r["users"] == 10 for r in out["results"].values())
+    # the frozen LightGCN ranks a list by <e_u, e_i>, its stage trained on the candidate task's own split
+    config = Config("CoRA", "ml100k-slice", config_dict={**options, "cf_stage_dir": None})
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    _, _, test = data_preparation(config, dataset)
+    stage = next((tmp_path / "stages").glob("ml100k-slice-LightGCN-*"))
+    encoder = FrozenCFEncoder.from_stage(stage, test._dataset)
+    lists = candidate_lists(config, test._dataset)[:3]
+    users = test._dataset.inter_feat[:3]
+    expected = torch.stack([(encoder.user_table[u] * encoder.item_table[row]).sum(-1)
+                            for u, row in zip(users["user_id"].tolist(), lists)])
+    assert torch.allclose(encoder.candidate_scores(users, lists), expected, atol=1e-6)

@@ -123,6 +123,11 @@ class FrozenCFEncoder(nn.Module):
     def forward(self, user_ids, item_ids):
         return self.user_table[user_ids], self.item_table[item_ids]
 
+    def candidate_scores(self, interaction, lists):
+        """The candidate task: each row's user against each item of its list, (rows, candidates) dot products."""
+        users = self.user_table[interaction[self.uid_field].to(self.user_table.device)]
+        return torch.einsum("rd,rcd->rc", users, self.item_table[lists.to(self.item_table.device)])
+
     def predict(self, interaction):
         """The CF model's own score, sigmoid(<e_u, e_i>) (LightGCN's and BPR's predict), for side-by-side rows."""
         user, item = self(interaction[self.uid_field].to(self.user_table.device), interaction[self.iid_field].to(self.item_table.device))

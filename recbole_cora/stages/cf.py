@@ -19,9 +19,10 @@ CF_KEY_OPTIONS = KEY_OPTIONS
 
 
 def cf_stage_config(config):
-    """The CF stage's Config: the run's data and split, the CF model's defaults, ``cf_config`` on top; it
-    early-stops on ``cf_valid_metric``."""
-    options = {"valid_metric": config["cf_valid_metric"]} if config["cf_valid_metric"] else {}
+    """The CF stage's Config: the run's data and split, the CF model's defaults, ``cf_config`` on top; on the labeled
+    task it early-stops on ``cf_valid_metric``."""
+    labeled = config["task"] == "labeled"  # on a ranking task the stage stops on the task's own valid_metric
+    options = {"valid_metric": config["cf_valid_metric"]} if config["cf_valid_metric"] and labeled else {}
     options.update(config["cf_config"] or {})
     return stage_config(config, config["cf_model"], options)
 

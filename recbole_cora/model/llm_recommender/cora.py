@@ -21,6 +21,7 @@ from recbole_cora.model.layers import CollaborativeQueryGenerator
 
 
 class CoRA(LabeledLLMRecommender):
+    tasks = ("labeled", "candidates")  # on the candidate task: the next-item rows, a CF stage trained on their split
     @classmethod
     def required_stages(cls, config):
         return {"cf": "cf_stage_dir"}
