@@ -195,7 +195,7 @@ def tokenizer_problems(config, model_class, tokenizer):
             except ValueError as err:
                 problems.append(f"{err} (after the end of {option})")
                 break
-    if any(once for _, _, once in templates.values()):
+    if any(once for _, _, once in templates.values()) or getattr(model_class, "uses_placeholder", False):
         placeholder = config["placeholder_token"] or tokenizer.unk_token or tokenizer.pad_token
         if len(tokenizer.encode(placeholder, add_special_tokens=False)) != 1:
             problems.append(f"placeholder_token {placeholder!r} is not one token for this tokenizer: name a special token.")

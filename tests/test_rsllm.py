@@ -247,3 +247,18 @@ def test_the_plan_shows_the_first_test_user_s_prompt_with_its_list(tiny_llm, sli
         assert model.prompts.raw_titles[item] in text
     # the text reads as the ids do (pieces tokenized apart may merge differently; the words are the same)
     assert model.tokenizer.decode(ids).split() == text.split()
+
+
+def test_a_bad_template_or_placeholder_is_refused_before_anything_trains(tiny_llm, slice_path, stage_root):
+    from recbole_cora.checks import OptionError, check_run
+
+    options = {**SMALL_RSLLM, "llm_path": tiny_llm, "data_path": slice_path, "cf_checkpoint_dir": stage_root,
+               "rsllm_prompt_template": "History: {history}. Next:", "placeholder_token": "two words"}
+    config = Config("RSLLM", "ml100k-slice", config_dict=options, check=False)
+    with pytest.raises(OptionError) as caught:
+        check_run(config, RSLLM)
+    assert "rsllm_prompt_template must contain the slot {candidates}" in str(caught.value)
+    config = Config("RSLLM", "ml100k-slice", config_dict={**options, "rsllm_prompt_template": "{history} {candidates}"},
+                    check=False)
+    with pytest.raises(OptionError, match="placeholder_token 'two words' is not one token"):
+        check_run(config, RSLLM)

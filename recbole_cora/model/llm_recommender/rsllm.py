@@ -41,6 +41,7 @@ class RSLLM(LLMRecommender):
     draws_own_negatives = True  # a training row's list is drawn by the model: no RecBole negative sampling
     stage_starts_from_best = True  # stage 2 starts from stage 1's best LoRA
     prompt_templates = {"rsllm_prompt_template": (("history", "candidates"), (), ())}
+    uses_placeholder = True  # every item's ID token (checked to be one token before anything trains)
 
     @classmethod
     def required_stages(cls, config):
