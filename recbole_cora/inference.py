@@ -335,6 +335,8 @@ class SavedRun:
         general model ranks all items by its own score; any other labeled model scores every item."""
         if self.config["task"] == "next_item":
             return self._recommend_next(users, k)
+        if self.config["task"] == "candidates":
+            return self._recommend_from_list(users, k, candidates)
         uids = self._ids(self.dataset.uid_field, users, "user")
         rows = []
         for token, uid in zip(users, uids.tolist()):
@@ -347,10 +349,9 @@ class SavedRun:
                              "score": float(scores[position]), "title": self.title(item), "source": source})
         return rows
 
-    @torch.no_grad()
-    def _recommend_next(self, users, k):
-        """A next-item model ranks every item after the user's whole sequence (its last ``MAX_ITEM_LIST_LENGTH``
-        items, in time order); an item the user already interacted with is never recommended."""
+    def _sequence_batch(self, users):
+        """(the rows of ``users`` as a next-item model reads them after the user's whole sequence: its last
+        ``MAX_ITEM_LIST_LENGTH`` items in time order, and every item each user interacted with)."""
         data = self.dataset
         feat = data.inter_feat
         uids = self._ids(data.uid_field, users, "user")
@@ -371,6 +372,41 @@ class SavedRun:
             self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]: history,
             self.config["ITEM_LIST_LENGTH_FIELD"]: lengths,
         }).to(self.config["device"])
+        return batch, seen
+
+    @torch.no_grad()
+    def _recommend_from_list(self, users, k, candidates):
+        """The candidate task: each user's list of ``candidates`` items it never interacted with (its frozen encoder's
+        best, or the most popular train items) ranked by the model's own candidate score after its whole sequence
+        (RSLLM: the likelihood of each title; a labeled model: its Yes probability)."""
+        from recbole_cora.trainer import candidate_scores
+
+        batch, seen = self._sequence_batch(users)
+        encoder = self.model.reference_encoder() if self.kind == "llm" else None
+        rows = []
+        for row, (token, items) in enumerate(zip(users, seen)):
+            one = batch[torch.tensor([row])]
+            if encoder is not None and hasattr(encoder, "full_sort_predict") and not hasattr(encoder, "user_table"):
+                scores = encoder.full_sort_predict(one).view(-1).double().cpu()  # a frozen sequential recommender
+                scores[0], scores[items] = -math.inf, -math.inf
+                pool = torch.topk(scores, min(candidates, int(torch.isfinite(scores).sum()))).indices.tolist()
+                source = f"{encoder.cf_model} top {candidates}"
+            else:
+                pool, source = self._candidates(int(one[self.dataset.uid_field]), candidates)
+            lists = torch.tensor([pool], device=self.config["device"])
+            scores = candidate_scores(self.model, one, lists).view(-1).double().cpu()
+            for rank, position in enumerate(torch.argsort(scores, descending=True, stable=True)[:k].tolist(), 1):
+                item = pool[position]
+                rows.append({"user": token, "rank": rank, "item": self._item_tokens([item])[0],
+                             "score": float(scores[position]), "title": self.title(item), "source": source})
+        return rows
+
+    @torch.no_grad()
+    def _recommend_next(self, users, k):
+        """A next-item model ranks every item after the user's whole sequence (its last ``MAX_ITEM_LIST_LENGTH``
+        items, in time order); an item the user already interacted with is never recommended."""
+        uids = self._ids(self.dataset.uid_field, users, "user")
+        batch, seen = self._sequence_batch(users)
         scores = self.model.full_sort_predict(batch).view(len(uids), -1).double().cpu()
         scores[:, 0] = -math.inf
         rows = []

@@ -223,6 +223,17 @@ def test_the_pipeline_reports_rsllm_beside_its_frozen_sasrec_on_the_same_lists(t
     assert rsllm["users"] == 12 and 0 <= rsllm["valid_ratio"] <= 1 and 0 <= rsllm["hit_ratio@1_all"] <= rsllm["valid_ratio"]
     assert 0 <= rsllm["hit@1"] <= rsllm["hit@5"] <= 1
     assert "| RSLLM | users | 12 |" in out["table"] and "ValidRatio" in out["table"]
+    # the saved run, loaded back: the same test metrics, and a user's list ranked by the same scores
+    from recbole_cora import load_run
+
+    run = load_run(out["results_dir"])
+    again = run.evaluate("test")
+    for key in ("hit@1", "hit@5", "ndcg@10", "valid_ratio", "hit_ratio@1_all"):
+        assert again[key] == pytest.approx(rsllm[key], abs=1e-9), key
+    rows = run.recommend(["5", "7"], k=3, candidates=6)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 1, 2, 3] and all(r["title"] for r in rows)
+    assert all(r["source"] == "SASRec top 6" for r in rows)
+    assert rows[0]["score"] >= rows[1]["score"] >= rows[2]["score"]
 
 
 def test_a_dataset_without_titles_is_refused_before_anything_trains(tiny_llm, slice_path, stage_root):
