@@ -168,9 +168,10 @@ def plot_comparison(folder, rows, task="labeled", metrics=()):
 
 
 def _plot_ranking(folder, plt, rows, models, metrics):
-    """NDCG@k and Recall@k per model, one bar per k."""
+    """NDCG@k and Recall@k per model, one bar per k (Hit@k where there is no Recall: the candidate task)."""
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(models) + 4), 4.5))
-    for ax, name in zip(axes, ("ndcg", "recall")):
+    second = "recall" if any(key.startswith("recall@") for key, _ in metrics) else "hit"
+    for ax, name in zip(axes, ("ndcg", second)):
         keys = [(key, title) for key, title in metrics if key.startswith(name + "@")]
         width = 0.8 / max(1, len(keys))
         top = 0.0
