@@ -73,6 +73,10 @@ class ListPromptBuilder:
             ids = self._answer_ids[item] = self._encode(" " + self.raw_titles[item]) + [self.eos_id]
         return ids
 
+    def _shown(self, history):
+        """The history items a prompt shows: the real ones (0: padding), the last ``history_len`` (0: all)."""
+        return [i for i in history if i > 0][-self.history_len:]
+
     def _list(self, items, with_ids, start, out, spans=None):
         ids = []
         for k, item in enumerate(items):
@@ -90,7 +94,7 @@ class ListPromptBuilder:
     def build(self, history, candidates, with_ids):
         """The prompt of one row: ``history`` item ids oldest first (0: padding; the last ``history_len`` are shown),
         ``candidates`` in list order; ``with_ids`` puts a placeholder after every item (the text-ID form)."""
-        history = [i for i in history if i > 0][-self.history_len:] if self.history_len else [i for i in history if i > 0]
+        history = self._shown(history)
         while True:
             items, spans = [], []
             ids = list(self.pieces[0])
@@ -110,7 +114,7 @@ class ListPromptBuilder:
 
     def text(self, history, candidates, with_ids):
         """The prompt as text (what its pieces read as together), for the plan's example."""
-        history = [i for i in history if i > 0][-self.history_len:] if self.history_len else [i for i in history if i > 0]
+        history = self._shown(history)
         mark = self.placeholder if with_ids else ""  # the placeholder token follows the title's last token
 
         def listed(items):

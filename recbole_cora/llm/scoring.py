@@ -5,6 +5,9 @@
 * next-item: ``hidden_at``, the last hidden state at one position per row (Laser's suffix token).
 """
 
+import functools
+import inspect
+
 import torch
 
 
@@ -79,12 +82,16 @@ def hidden_at(llm, inputs_embeds, attention_mask, positions):
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
 
 
-def _with_cache(decoder, cache, **inputs):
-    """The decoder's forward, continuing from a key/value ``cache`` (None: a fresh one is made); returns (output, cache).
-    transformers >= 5.2x names the argument and the output ``cache``, earlier versions ``past_key_values``."""
-    import inspect
+@functools.lru_cache(maxsize=None)
+def _cache_argument(decoder_class):
+    """transformers >= 5.2x names the decoder's key/value cache argument and output ``cache``, earlier versions
+    ``past_key_values`` (asked once per class: greedy decoding calls the decoder once per token)."""
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
 
-    name = "cache" if "cache" in inspect.signature(type(decoder).forward).parameters else "past_key_values"
+
+def _with_cache(decoder, cache, **inputs):
+    """The decoder's forward, continuing from a key/value ``cache`` (None: a fresh one is made); returns (output, cache)."""
+    name = _cache_argument(type(decoder))
     if cache is not None:
         inputs[name] = cache
     out = decoder(use_cache=True, **inputs)
