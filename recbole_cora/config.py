@@ -32,8 +32,8 @@ def model_tasks(model_class):
     tasks = getattr(model_class, "tasks", None)
     if tasks:
         return tuple(tasks)
-    if model_class.__name__ in ("DIN", "DIEN"):  # sequential CTR models
-        return ("labeled",)
+    if model_class.__name__ in ("DIN", "DIEN"):  # sequential CTR models; on the candidate task they score each
+        return ("labeled", "candidates")          # (user, history, candidate) row of a list
     if model_class.type == ModelType.SEQUENTIAL:  # next-item models; on the labeled task they learn the next positive
         return ("next_item", "labeled", "candidates")  # item of the train rows and score each labeled row (CoLLM's
                                                       # SASRec); on the candidate task they rank each user's list
@@ -208,14 +208,15 @@ class Config(RecBoleConfig):
                 value = _merge_eval_args(self.internal_config_dict.get("eval_args"), value)
             self.internal_config_dict[key] = value
         self.internal_config_dict["task"] = self.task
-        if self.task == "candidates" and self.internal_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        if self.task == "candidates" and model_tasks(self.model_class)[0] == "labeled":
             self._labeled_model_on_candidates()
 
     def _labeled_model_on_candidates(self):
-        """A labeled model (TALLRec, CoRA, ...) or a general one (LightGCN, as a model or a CF stage) on the candidate
-        task reads the sequential data every model of that task reads: RecBole's sequential loaders (one valid and
-        test row per user), no rating threshold (every rating is an interaction), and for training each next-item
-        row with one uniformly sampled negative (label 0 for a pointwise model, BPR's pair for a pairwise one)."""
+        """A labeled model (TALLRec, CoRA, ..., RecBole's DIN and DIEN) or a general one (LightGCN, as a model or a CF
+        stage) on the candidate task reads the sequential data every model of that task reads: RecBole's sequential
+        loaders (one valid and test row per user), no rating threshold (every rating is an interaction), and for
+        training each next-item row with one uniformly sampled negative (label 0 for a pointwise model, BPR's pair
+        for a pairwise one)."""
         internal = self.internal_config_dict
         internal["MODEL_TYPE"] = ModelType.SEQUENTIAL
         internal.pop("threshold", None)  # RecBole's context-aware default for ml-100k

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from recbole_cora import checkpoint as ckpt
 from recbole_cora.checkpoint import load_trainable, save_trainable  # noqa: F401 (re-exported)
 from recbole_cora.compat import atomic_torch_save, load_recbole_checkpoint
-from recbole_cora.data.candidates import answer_metrics, candidate_lists, ranking_struct, target_positions
+from recbole_cora.data.candidates import answer_metrics, candidate_lists, pair_scores, ranking_struct, target_positions
 from recbole_cora.evaluator import LabeledCollector, evaluate_groups, subset_struct
 from recbole_cora.model.abstract_llm_recommender import NextItemLLMRecommender, place_model
 
@@ -175,7 +175,8 @@ class CandidateEvaluationMixin(CheckpointMixin):
         for batched_data in batches:
             interaction = batched_data[0].to(self.device)
             mine = lists[start: start + len(interaction)]
-            scores.append(candidate_scores(self.model, interaction, mine.to(self.device)).float().cpu())
+            scores.append(candidate_scores(self.model, interaction, mine.to(self.device), self.config["eval_batch_size"])
+                          .float().cpu())
             start += len(interaction)
         rows = torch.as_tensor(eval_row_subset(len(part), self.config))
         positions = target_positions(lists, part.inter_feat[part.iid_field])
@@ -185,11 +186,17 @@ class CandidateEvaluationMixin(CheckpointMixin):
         return result
 
 
-def candidate_scores(model, interaction, lists):
+def candidate_scores(model, interaction, lists, batch_size=None):
     """(rows, candidates) scores of each row's candidate list: the model's own ``candidate_scores`` (RSLLM's title
-    likelihood), else its full ranking's scores at the listed items (RecBole's models, Laser, a frozen encoder)."""
+    likelihood), else its full ranking's scores at the listed items (RecBole's models, Laser, a frozen encoder), else,
+    for a RecBole model without a full ranking (DIN, DIEN: CTR models), its ``predict`` of each (row, candidate)
+    pair, ``batch_size`` pairs at a time."""
+    from recbole.model.abstract_recommender import AbstractRecommender
+
     if hasattr(model, "candidate_scores"):
         return model.candidate_scores(interaction, lists)
+    if type(model).full_sort_predict is AbstractRecommender.full_sort_predict:
+        return pair_scores(model.predict, interaction, lists, model.ITEM_ID, batch_size)
     scores = model.full_sort_predict(interaction).view(len(interaction), -1)
     return scores.gather(1, lists.to(scores.device))
 

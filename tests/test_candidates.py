@@ -177,3 +177,61 @@ def test_cora_runs_on_the_lists_beside_its_frozen_lightgcn_and_the_zero_shot_row
     expected = torch.stack([(encoder.user_table[u] * encoder.item_table[row]).sum(-1)
                             for u, row in zip(users["user_id"].tolist(), lists)])
     assert torch.allclose(encoder.candidate_scores(users, lists), expected, atol=1e-6)
+
+
+def test_recbole_s_din_learns_from_sampled_negatives_and_ranks_a_list_by_its_predict_of_each_pair(slice_path, tmp_path):
+    from recbole.model.sequential_recommender import DIN
+
+    from recbole_cora.trainer import candidate_scores
+
+    options = {**QUIET, **SLICE_OPTIONS, "data_path": slice_path, "cf_checkpoint_dir": str(tmp_path / "stages"),
+               "task": "candidates", "candidate_count": 6, "embedding_size": 8, "mlp_hidden_size": [16]}
+    config = Config("DIN", "ml100k-slice", config_dict=options)  # the labeled task's DIN.yaml trains without negatives
+    assert config["train_neg_sample_args"]["sample_num"] == 1
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, _, test = data_preparation(config, dataset)
+    batch = train.collate_fn([0, 1])
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    assert batch["label"].tolist() == [1.0, 1.0, 0.0, 0.0]  # each next-item row and its sampled negative
+    model = DIN(config, train._dataset).eval()
+    rows = torch.tensor([0, 5, 9])
+    lists = candidate_lists(config, test._dataset)[rows]
+    users = test._dataset.inter_feat[rows]
+    with torch.no_grad():
+        scores = candidate_scores(model, users, lists, batch_size=4)  # 18 pairs, 4 at a time
+        for r in range(len(rows)):
+            row = users[torch.tensor([r] * lists.shape[1])]
+            row.interaction["item_id"] = lists[r]
+            assert torch.allclose(scores[r], model.predict(row), atol=1e-6)
+    out = run_recbole_cora("DIN", "ml100k-slice", config_dict={**options, "epochs": 1, "eval_rows": 30})
+    assert out["results"]["DIN"]["users"] == 30 and 0 <= out["results"]["DIN"]["hit@1"] <= 1
+
+
+def test_reclora_runs_on_the_lists_with_din_reading_the_whole_id_history(slice_path, tmp_path, tiny_llm):
+    from recbole_cora.model.encoders import FrozenDINEncoder
+
+    options = {**QUIET, **SLICE_OPTIONS, "data_path": slice_path, "cf_checkpoint_dir": str(tmp_path / "stages"),
+               "llm_path": tiny_llm, "task": "candidates", "history_len": 4, "prompt_history_len": 6,
+               "MAX_ITEM_LIST_LENGTH": 10, "candidate_count": 6, "eval_rows": 10, "train_rows_per_epoch": 16,
+               "epochs": 1, "train_batch_size": 8, "eval_batch_size": 12, "num_meta_loras": 2, "gate_hidden_size": 8,
+               "lora_rank": 4, "lora_alpha": 8,
+               "reclora_encoder_config": {"epochs": 1, "embedding_size": 8, "mlp_hidden_size": [16]}}
+    out = run_recbole_cora("RecLoRA", "ml100k-slice", config_dict=options)
+    assert set(out["results"]) == {"RecLoRA", "DIN (frozen CF encoder)", "ZeroShot (frozen LLM)"}
+    assert all(r["users"] == 10 for r in out["results"].values())
+    stage = next((tmp_path / "stages").glob("ml100k-slice-DIN-*"))
+    assert json.loads((stage / "result.json").read_text())["valid"]["users"] > 0  # DIN chose its epoch on the lists
+    config = Config("RecLoRA", "ml100k-slice", config_dict=options)
+    init_seed(config["seed"], config["reproducibility"])
+    _, _, test = data_preparation(config, create_dataset(config))
+    encoder = FrozenDINEncoder.from_stage(stage, test._dataset)
+    assert encoder.din.max_seq_length == 10  # the ID history (MAX_ITEM_LIST_LENGTH), not the 4 titles a prompt shows
+    rows = torch.tensor([1, 2])
+    lists = candidate_lists(config, test._dataset)[rows]
+    users = test._dataset.inter_feat[rows]
+    with torch.no_grad():
+        scores = encoder.candidate_scores(users, lists)
+        row = users[torch.tensor([0] * lists.shape[1])]
+        row.interaction["item_id"] = lists[0]
+        assert torch.allclose(scores[0], encoder.predict(row))

@@ -120,6 +120,18 @@ def target_positions(lists, targets):
     return (lists == targets.view(-1, 1).to(lists.device)).float().argmax(dim=1)
 
 
+def pair_scores(predict, interaction, lists, item_field, batch_size=None):
+    """A pointwise model's scores of candidate lists, (rows, candidates): every row repeated once per candidate with
+    the candidate as its ``item_field``, scored by ``predict`` ``batch_size`` pairs at a time (all at once if None).
+    How a model that scores one (user, history, item) row at a time (DIN, a labeled LLM model) ranks a list."""
+    count = lists.shape[1]
+    pairs = interaction.repeat_interleave(count)
+    pairs.interaction[item_field] = lists.reshape(-1).to(interaction[item_field].device)
+    size = int(batch_size or len(pairs))
+    scores = torch.cat([predict(pairs[start: start + size]).view(-1) for start in range(0, len(pairs), size)])
+    return scores.view(len(interaction), count)
+
+
 def ranking_struct(scores, positions, depth):
     """RecBole's ``rec.topk`` from candidate scores (rows, count) and the target's column in each row: hits among the
     first ``depth`` places, then the number of positives (1). Ties are broken by list order (a random order)."""

@@ -241,12 +241,9 @@ class LabeledLLMRecommender(LLMRecommender):
     def candidate_scores(self, interaction, lists):
         """``task: candidates``: the Yes probability of each row's user and history with each of its candidates as the
         target, (rows, candidates); the pairs go through ``predict`` ``eval_batch_size`` at a time."""
-        count = lists.shape[1]
-        pairs = interaction.repeat_interleave(count)
-        pairs.interaction[self.ITEM_ID] = lists.reshape(-1).to(interaction[self.ITEM_ID].device)
-        size = self.score_batch_size
-        scores = torch.cat([self.predict(pairs[start: start + size]) for start in range(0, len(pairs), size)])
-        return scores.view(len(interaction), count)
+        from recbole_cora.data.candidates import pair_scores
+
+        return pair_scores(self.predict, interaction, lists, self.ITEM_ID, self.score_batch_size)
 
     def predict(self, interaction):
         """The Yes probability, in float64: a raw Yes logit of +15 (SmolLM2's, zero-shot) is 1 - 3e-7 as a

@@ -158,20 +158,25 @@ class FrozenDINEncoder(nn.Module):
     def from_stage(cls, stage, dataset, device="cpu"):
         from recbole.utils import get_model
 
-        from recbole_cora.data import LabeledDataset
+        from recbole_cora.utils import create_dataset
 
         stage = Path(stage)
         meta = read_stage_meta(stage, DIN_STAGE_FILE, dataset, "run_din_stage")
-        if meta.get("history_len") != dataset.history_len:
+        # the width of the ID history the rows carry: a labeled dataset's `history_len`, a sequential one's (the
+        # candidate task) RecBole's MAX_ITEM_LIST_LENGTH (`history_len` is then the titles a prompt shows)
+        sequential = dataset.config["task"] == "candidates"
+        width, option = ((int(dataset.config["MAX_ITEM_LIST_LENGTH"]), "MAX_ITEM_LIST_LENGTH") if sequential
+                         else (dataset.history_len, "history_len"))
+        if meta.get("history_len") != width:
             raise CFCheckpointError(
                 f"stage '{stage}' reads histories of {meta.get('history_len')} items, this dataset carries "
-                f"{dataset.history_len} (`history_len`): run the stage for this history length."
+                f"{width} (`{option}`): run the stage for this history length."
             )
         checkpoint = load_recbole_checkpoint(stage / "recbole_model.pth", map_location="cpu", trusted_dirs=[stage])
         stage_config = checkpoint["config"]
         stage_config["device"] = torch.device(device)  # DIN builds its attention mask on this device
         # DIN's feature tables are rebuilt from the same atomic files with the stage's own options.
-        stage_dataset = LabeledDataset(stage_config)
+        stage_dataset = create_dataset(stage_config)
         stage_dataset.build()
         with keep_anomaly_mode():  # importing RecBole's sequential package turns anomaly detection on
             din = get_model(stage_config["model"])(stage_config, stage_dataset)
@@ -211,6 +216,12 @@ class FrozenDINEncoder(nn.Module):
     def predict(self, interaction):
         """DIN's own click probability, for a side-by-side row on the same evaluation rows."""
         return torch.sigmoid(self._run(interaction)[1].double())
+
+    def candidate_scores(self, interaction, lists, batch_size=None):
+        """The candidate task: DIN's click probability of each row's user and history with each candidate."""
+        from recbole_cora.data.candidates import pair_scores
+
+        return pair_scores(self.predict, interaction, lists, self.iid_field, batch_size)
 
 
 class FrozenSequentialRecommender(nn.Module):

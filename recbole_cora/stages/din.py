@@ -21,10 +21,19 @@ def din_stage_config(config):
     model = config["reclora_encoder"]
     if model not in DIN_ENCODERS:
         raise ValueError(f"reclora_encoder {model!r} has no sequential stage: use one of {list(DIN_ENCODERS)} or 'cf'.")
-    # A CTR model learns from the labeled rows as they are: no sampled negatives (RecBole's default for DIN).
-    options = {"train_neg_sample_args": None, **(config["reclora_encoder_config"] or {})}
-    # DIN reads exactly the long history the LLM model's dataset carries (its attention mask has this width).
-    options["MAX_ITEM_LIST_LENGTH"] = options["history_len"] = int(config["history_len"])
+    options = dict(config["reclora_encoder_config"] or {})
+    if config["task"] == "candidates":
+        # The candidate task's rows are next-item positives: each with one uniformly sampled negative (label 0), as
+        # RecBole trains DIN on sequential data; the long history is RecBole's ID history (MAX_ITEM_LIST_LENGTH),
+        # which the run's dataset carries as well.
+        options.setdefault("train_neg_sample_args", {"distribution": "uniform", "sample_num": 1})
+        options["MAX_ITEM_LIST_LENGTH"] = int(config["MAX_ITEM_LIST_LENGTH"])
+        options["history_len"] = config["history_len"]
+    else:
+        # A CTR model learns from the labeled rows as they are: no sampled negatives (RecBole's default for DIN).
+        options.setdefault("train_neg_sample_args", None)
+        # DIN reads exactly the long history the LLM model's dataset carries (its attention mask has this width).
+        options["MAX_ITEM_LIST_LENGTH"] = options["history_len"] = int(config["history_len"])
     options["repeatable"] = True  # RecBole requires it of sequential models (labeled evaluation does not use it)
     return stage_config(config, model, options)
 
@@ -34,7 +43,7 @@ def run_din_stage(config, dataset=None):
 
     def save(model, stage_dataset, fingerprint, stage):
         write_stage_meta(stage, DIN_STAGE_FILE, stage_dataset, fingerprint,
-                         history_len=int(stage_dataset.config["MAX_ITEM_LIST_LENGTH"]))
+                         history_len=int(stage_dataset.config["MAX_ITEM_LIST_LENGTH"]))  # the ID history's width
 
     return run_recbole_stage(din_stage_config(config), dataset, DIN_KEY_OPTIONS, DIN_STAGE_FILE, save,
                              what="the train split's labeled rows")

@@ -30,6 +30,8 @@ ENCODERS = ("DIN", "cf")
 
 
 class RecLoRA(LabeledLLMRecommender):
+    tasks = ("labeled", "candidates")  # on the candidate task: the next-item rows, its DIN stage trained on their split
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.encoder_kind = config["reclora_encoder"]
@@ -52,11 +54,15 @@ class RecLoRA(LabeledLLMRecommender):
 
     def build_prompts(self, config, dataset):
         """The short history: the LLM sees the ``prompt_history_len`` most recent of the long history's items."""
-        shown = int(config["prompt_history_len"] or dataset.history_len)
-        if not 0 < shown <= dataset.history_len:
+        # the long history: a labeled dataset's `history_len` items, a sequential one's (the candidate task) RecBole's
+        # ID history of MAX_ITEM_LIST_LENGTH
+        option = "MAX_ITEM_LIST_LENGTH" if config["task"] == "candidates" else "history_len"
+        long = int(config[option]) if option == "MAX_ITEM_LIST_LENGTH" else dataset.history_len
+        shown = int(config["prompt_history_len"] or long)
+        if not 0 < shown <= long:
             raise ValueError(
-                f"prompt_history_len {shown} must be between 1 and history_len {dataset.history_len} (the long "
-                "history the recommender reads; the LLM sees its most recent prompt_history_len titles)."
+                f"prompt_history_len {shown} must be between 1 and {option} {long} (the long history the "
+                "recommender reads; the LLM sees its most recent prompt_history_len titles)."
             )
         return PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length, shown=shown)
 
