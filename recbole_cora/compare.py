@@ -5,7 +5,8 @@ dataset, split, LLM, evaluation rows and evaluator). The comparison folder holds
 
 * ``comparison.md`` / ``comparison.csv``: the task's metrics (labeled: AUC, UAUC, LogLoss for all, warm and cold
   test rows; next-item: Recall, NDCG, MRR, Hit at each k over the test users), trainable parameters, training and
-  evaluation time, one line per (model, rows);
+  evaluation time, one line per (model, rows); after an LLM model's lines, those its run printed beside them (its
+  frozen encoder's, the frozen LLM's zero-shot row), each named after the run it comes from;
 * ``comparison.png``: the same as a chart (needs matplotlib: ``pip install recbole-cora[plot]``);
 * ``runs/<model>/``: each run's own result files and resolved ``config.json``, from which the table
   can be made again (``python run_recbole_cora.py --compare ... --compare_dir THAT_FOLDER``).
@@ -80,10 +81,26 @@ def comparison_task(results):
     return "next_item" if any("@" in key for result in results.values() for key in result) else "labeled"
 
 
+def side_results(name, result):
+    """The rows a model's run printed beside its own (its frozen encoder's, the frozen LLM's zero-shot row), read
+    from the run's ``results.json``: ``{"LightGCN (frozen CF encoder, in CoRA's run)": result, ...}``."""
+    path = Path(result.get("results_dir") or "") / "results.json"
+    if "error" in result or not path.is_file():
+        return {}
+    side = {}
+    for key, value in json.loads(path.read_text()).items():
+        own = key == name or all(result.get(k) == v for k, v in value.items())  # MF's run saves its row as BPR's
+        if not own:
+            label = f"{key[:-1]}, in {name}'s run)" if key.endswith(")") else f"{key} (in {name}'s run)"
+            side[key] = (label, value)
+    return side
+
+
 def comparison_rows(results, task="labeled"):
-    """The rows of ``results.table_rows``, with cost columns on each model's "all" (or "users") row, and one
-    error row for a model that failed."""
-    rows = []
+    """The rows of ``results.table_rows``, with cost columns on each model's "all" (or "users") row, one error row
+    for a model that failed, and after a model's rows those its run printed beside them (``side_results``); a side
+    row already shown by an earlier run with the same values (the zero-shot row of the same prompts) is not repeated."""
+    rows, shown = [], []
     for name, result in results.items():
         if "error" in result:
             rows.append({"model": name, "group": "error", "n": "", "error": result["error"]})
@@ -92,6 +109,11 @@ def comparison_rows(results, task="labeled"):
             if row["group"] in ("all", "users"):
                 row.update({k: result.get(k) for k in ("trainable_parameters", "train_seconds", "eval_seconds")})
             rows.append(row)
+        for key, (label, value) in side_results(name, result).items():
+            if (key, value) in shown:
+                continue
+            shown.append((key, value))
+            rows += table_rows({label: value}, task)
     return rows
 
 

@@ -17,7 +17,15 @@ def test_compare_runs_every_model_on_one_split_resumes_and_keeps_going_after_a_f
                           capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert done.returncode == 1, done.stderr[-3000:]  # one model failed ...
     rows = list(csv.DictReader(open(folder / "comparison.csv")))
-    assert [r["model"] for r in rows if r["group"] == "all"] == ["BPR", "MF", "TALLRec", "CoRA"]  # ... the others ran
+    assert [r["model"] for r in rows if r["group"] == "all" and "run)" not in r["model"]] == ["BPR", "MF", "TALLRec", "CoRA"]
+    # ... the others ran; beside an LLM model, the rows its run printed: the zero-shot row once (TALLRec's and CoRA's
+    # prompts are the same), CoRA's frozen LightGCN after CoRA
+    side = [r["model"] for r in rows if r["group"] == "all" and "run)" in r["model"]]
+    assert side == ["ZeroShot (frozen LLM, in TALLRec's run)", "LightGCN (frozen CF encoder, in CoRA's run)"], side
+    cora_run = json.loads((folder / "runs" / "CoRA" / "result.json").read_text())["results_dir"]
+    lightgcn = json.loads((Path(cora_run) / "results.json").read_text())["LightGCN (frozen CF encoder)"]
+    row = [r for r in rows if r["model"] == side[1] and r["group"] == "warm"][0]
+    assert row["auc"] == str(lightgcn["warm_auc"]) and int(row["n"]) == lightgcn["warm_rows"]
     assert [r for r in rows if r["model"] == "NoSuchModel"][0]["group"] == "error"
     assert "unknown model 'NoSuchModel'" in (folder / "comparison.md").read_text()
     assert (folder / "comparison.png").stat().st_size > 10_000
