@@ -158,7 +158,7 @@ class FrozenDINEncoder(nn.Module):
     def from_stage(cls, stage, dataset, device="cpu"):
         from recbole.utils import get_model
 
-        from recbole_cora.utils import create_dataset
+        from recbole_cora.data import LabeledDataset, NextItemDataset
 
         stage = Path(stage)
         meta = read_stage_meta(stage, DIN_STAGE_FILE, dataset, "run_din_stage")
@@ -176,7 +176,7 @@ class FrozenDINEncoder(nn.Module):
         stage_config = checkpoint["config"]
         stage_config["device"] = torch.device(device)  # DIN builds its attention mask on this device
         # DIN's feature tables are rebuilt from the same atomic files with the stage's own options.
-        stage_dataset = create_dataset(stage_config)
+        stage_dataset = (NextItemDataset if sequential else LabeledDataset)(stage_config)
         stage_dataset.build()
         with keep_anomaly_mode():  # importing RecBole's sequential package turns anomaly detection on
             din = get_model(stage_config["model"])(stage_config, stage_dataset)
