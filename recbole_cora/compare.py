@@ -84,8 +84,10 @@ def comparison_task(results):
 def side_results(name, result):
     """The rows a model's run printed beside its own (its frozen encoder's, the frozen LLM's zero-shot row), read
     from the run's ``results.json``: ``{"LightGCN (frozen CF encoder, in CoRA's run)": result, ...}``."""
-    path = Path(result.get("results_dir") or "") / "results.json"
-    if "error" in result or not path.is_file():
+    if "error" in result or not result.get("results_dir"):
+        return {}
+    path = Path(result["results_dir"]) / "results.json"
+    if not path.is_file():
         return {}
     side = {}
     for key, value in json.loads(path.read_text()).items():
