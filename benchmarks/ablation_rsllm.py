@@ -1,15 +1,18 @@
 """RSLLM's loss terms, one at a time, on the embedded candidate default (ml-100k, SmolLM2-135M, 20 candidates).
 
-    python benchmarks/ablation_rsllm.py [--work DIR] [--eval_rows 50]
+    python benchmarks/ablation_rsllm.py [--work DIR] [--eval_rows 50] [--key=value ...]
 
 Four runs of `properties/presets/embedded_candidates.yaml`, the same SASRec stage, lists and test users: the LM loss
 alone, LM + the user-item InfoNCE, LM + the ID-text InfoNCE, and all three (the default weights, 0.1 each). Each run
 is a separate `run_recbole_cora` call; a finished one is found in `--work` and not run again (the script resumes).
+Other `--key=value` options go to every run (a larger budget: `--train_rows_per_epoch=512 --stage2_epochs=4`); runs
+with other options are kept apart in `--work`.
 Writes `benchmarks/rsllm_ablation/ablation.md` and `.csv`: the test metrics, training loss and wall time of each.
 """
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -33,7 +36,8 @@ def main():
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "recbole-cora-ablation"))
     parser.add_argument("--eval_rows", type=int, default=50)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "rsllm_ablation"))
-    args = parser.parse_args()
+    args, options = parser.parse_known_args()
+    tag = "" if not options else "-" + hashlib.sha256(" ".join(options).encode()).hexdigest()[:8]
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,12 +46,13 @@ def main():
 
     rows = []
     for name, (user_item, id_text) in VARIANTS.items():
-        done = work / f"{name.replace(' ', '_').replace('+', 'and')}.json"
+        done = work / f"{name.replace(' ', '_').replace('+', 'and')}{tag}.json"
         if not done.is_file():
             start = time.time()
             result = run_recbole_cora(config_file_list=[str(ROOT / "properties" / "presets" / "embedded_candidates.yaml")],
                                       config_dict={"user_item_weight": user_item, "id_text_weight": id_text,
-                                                   "eval_rows": args.eval_rows, "show_progress": False})
+                                                   "eval_rows": args.eval_rows, "show_progress": False},
+                                      cmd_args=options)
             record = {"variant": name, "user_item_weight": user_item, "id_text_weight": id_text,
                       "wall_seconds": round(time.time() - start, 1), **result["test_result"]}
             done.write_text(json.dumps(record, default=float))
@@ -65,7 +70,7 @@ def main():
         lines.append("| " + " | ".join(cells) + " |")
     (out / "ablation.md").write_text(
         f"RSLLM's loss terms on the embedded candidate default, {args.eval_rows} test users "
-        f"(`python benchmarks/ablation_rsllm.py --eval_rows {args.eval_rows}`):\n\n" + "\n".join(lines) + "\n")
+        f"(`python benchmarks/ablation_rsllm.py --eval_rows {args.eval_rows}{''.join(' ' + o for o in options)}`):\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
