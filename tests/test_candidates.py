@@ -210,6 +210,7 @@ def test_recbole_s_din_learns_from_sampled_negatives_and_ranks_a_list_by_its_pre
 
 def test_reclora_runs_on_the_lists_with_din_reading_the_whole_id_history(slice_path, tmp_path, tiny_llm):
     from recbole_cora.model.encoders import FrozenDINEncoder
+    from recbole_cora.stages import din_stage_config
 
     options = {**QUIET, **SLICE_OPTIONS, "data_path": slice_path, "cf_checkpoint_dir": str(tmp_path / "stages"),
                "llm_path": tiny_llm, "task": "candidates", "history_len": 4, "prompt_history_len": 6,
@@ -223,6 +224,7 @@ def test_reclora_runs_on_the_lists_with_din_reading_the_whole_id_history(slice_p
     stage = next((tmp_path / "stages").glob("ml100k-slice-DIN-*"))
     assert json.loads((stage / "result.json").read_text())["valid"]["users"] > 0  # DIN chose its epoch on the lists
     config = Config("RecLoRA", "ml100k-slice", config_dict=options)
+    assert din_stage_config(config)["train_neg_sample_args"]["sample_num"] == 1  # DIN learns from sampled negatives
     init_seed(config["seed"], config["reproducibility"])
     _, _, test = data_preparation(config, create_dataset(config))
     encoder = FrozenDINEncoder.from_stage(stage, test._dataset)

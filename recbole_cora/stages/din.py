@@ -23,10 +23,9 @@ def din_stage_config(config):
         raise ValueError(f"reclora_encoder {model!r} has no sequential stage: use one of {list(DIN_ENCODERS)} or 'cf'.")
     options = dict(config["reclora_encoder_config"] or {})
     if config["task"] == "candidates":
-        # The candidate task's rows are next-item positives: each with one uniformly sampled negative (label 0), as
-        # RecBole trains DIN on sequential data; the long history is RecBole's ID history (MAX_ITEM_LIST_LENGTH),
-        # which the run's dataset carries as well.
-        options.setdefault("train_neg_sample_args", {"distribution": "uniform", "sample_num": 1})
+        # The candidate task's rows are next-item positives, each with one uniformly sampled negative (label 0: the
+        # task's Config gives DIN that); the long history is RecBole's ID history (MAX_ITEM_LIST_LENGTH), which the
+        # run's dataset carries as well.
         options["MAX_ITEM_LIST_LENGTH"] = int(config["MAX_ITEM_LIST_LENGTH"])
         options["history_len"] = config["history_len"]
     else:
