@@ -66,6 +66,7 @@ def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_
             out = run_recbole_cora(config_file_list=config_file_list, config_dict=options, cmd_args=cmd_args)
             result = dict(out["test_result"])
             result["results_dir"] = out["results_dir"]
+            result["run_model"] = next(k for k, v in out["results"].items() if v is out["test_result"])
             path.write_text(json.dumps(result, indent=2, default=float))
         except Exception as err:  # one failing model must not lose the others' results
             result = {"error": f"{type(err).__name__}: {err}"}
@@ -91,8 +92,7 @@ def side_results(name, result):
         return {}
     side = {}
     for key, value in json.loads(path.read_text()).items():
-        own = key == name or all(result.get(k) == v for k, v in value.items())  # MF's run saves its row as BPR's
-        if not own:
+        if key != result.get("run_model", name):  # the run's own row (MF's run saves it as BPR's)
             label = f"{key[:-1]}, in {name}'s run)" if key.endswith(")") else f"{key} (in {name}'s run)"
             side[key] = (label, value)
     return side
