@@ -154,6 +154,33 @@ def test_a_labeled_model_ranks_a_list_by_its_yes_probability_for_each_candidate(
     assert result["users"] == len(test._dataset) and 0 <= result["hit@1"] <= result["hit@5"] <= 1
 
 
+def test_every_prompt_of_a_model_shows_the_same_last_history_len_titles_of_the_id_history(slice_path, tmp_path, tiny_llm):
+    """On the candidate task a row carries RecBole's whole ID history (MAX_ITEM_LIST_LENGTH); a prompt shows its last
+    ``history_len`` titles, whichever template builds it: CoLLM's second prompt (its placeholders) showed all 20."""
+    from transformers import AutoTokenizer
+
+    from recbole_cora.data.prompts import PromptBuilder
+    from recbole_cora.model.llm_recommender.collm import SLOTS
+
+    options = {**QUIET, **SLICE_OPTIONS, "data_path": slice_path, "cf_checkpoint_dir": str(tmp_path / "stages"),
+               "llm_path": tiny_llm, "task": "candidates", "history_len": 3}
+    config = Config("CoLLM", "ml100k-slice", config_dict=options)
+    init_seed(config["seed"], config["reproducibility"])
+    _, _, test = data_preparation(config, create_dataset(config))
+    part = test._dataset
+    histories = part.inter_feat[part.history_field]
+    row = int((histories > 0).sum(dim=1).argmax())
+    history = histories[row].tolist()
+    real = [i for i in history if i > 0]
+    assert len(real) == 20  # the whole ID history
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
+    for option, slots in (("prompt_template", ()), ("collm_prompt_template", SLOTS)):
+        builder = PromptBuilder(config, part, tokenizer, option=option, slots=slots)
+        assert builder._history(history) == real[-3:], option
+        text = builder.text(history, real[0])
+        assert text.count(builder.separator) >= 2 and builder.titles[real[-1]] in text, option
+
+
 def test_cora_runs_on_the_lists_beside_its_frozen_lightgcn_and_the_zero_shot_row(slice_path, tmp_path, tiny_llm):
     from recbole_cora.model.encoders import FrozenCFEncoder
 

@@ -53,7 +53,10 @@ class PromptBuilder:
                  with_target=True, shown=None):
         self.option, self.template = option, config[option]
         self.slots = tuple(slots)
-        self.shown = shown  # show only the last ``shown`` history items (None: all the row carries)
+        # show only the last ``shown`` history items; by default the dataset's ``history_len``: a labeled row carries
+        # that many, a sequential one (the candidate task) RecBole's whole ID history of MAX_ITEM_LIST_LENGTH, of
+        # which every prompt of a model shows the same last ``history_len`` (CoLLM's second prompt showed all 20)
+        self.shown = shown if shown is not None else (getattr(dataset, "history_len", 0) or None)
         required = ("target",) if with_target else ("history",)
         optional = ("history",) if with_target else ()
         problems = template_problems(option, self.template, required, optional, once=self.slots)

@@ -218,9 +218,9 @@ class LabeledLLMRecommender(LLMRecommender):
 
     def build_prompts(self, config, dataset):
         """The Yes/No prompt of a row: its history titles and the target's (``prompt_template``)."""
-        # the last history_len items: a labeled dataset's history holds that many, a sequential one (the candidate
-        # task) RecBole's whole ID history (MAX_ITEM_LIST_LENGTH)
-        return PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length, shown=dataset.history_len)
+        # the last history_len items (PromptBuilder's default): a labeled dataset's history holds that many, a
+        # sequential one (the candidate task) RecBole's whole ID history (MAX_ITEM_LIST_LENGTH)
+        return PromptBuilder(config, dataset, self.tokenizer, context_length=self.context_length)
 
     def prompt_lengths(self, interaction):
         return self.prompts.lengths(*self.prompts.rows(interaction))

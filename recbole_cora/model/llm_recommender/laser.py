@@ -37,7 +37,7 @@ class Laser(NextItemLLMRecommender):
             raise ValueError("Laser reads its frozen sequential recommender from `sequence_stage_dir`: run its stage first (the pipeline does).")
         self.sequence_encoder = FrozenSequentialRecommender.from_stage(config["sequence_stage_dir"], dataset)
         self.prompts = PromptBuilder(config, dataset, self.tokenizer, option="laser_prompt_template",
-                                     context_length=self.context_length, with_target=False, shown=dataset.history_len)
+                                     context_length=self.context_length, with_target=False)
         self.mformer = MFormer(
             self.sequence_encoder.embedding_size, self.d_model, num_experts=config["num_experts"],
             num_queries=config["num_queries"], width=config["mformer_width"], layers=config["mformer_layers"],
