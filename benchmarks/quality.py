@@ -8,8 +8,9 @@
 Every model runs as ``run_recbole_cora.py`` (one process each, one after the other) with the same dataset, split,
 LLM and ``eval_rows`` (a fixed sample of valid and test rows, the same for every model). An LLM model trains
 ``--rows_per_epoch`` sampled rows per epoch for ``max(--curve)`` epochs and is scored on the test rows after each
-epoch of ``--curve`` (``curve_epochs``: points along one run; valid is evaluated once, at the end). RecBole's
-baselines train as RecBole trains them (early stopping on valid AUC) and are one point each.
+epoch of ``--curve`` (``curve_epochs``: points along one run). Nothing is chosen on valid (``eval_step`` 0: no valid
+pass; the test result is the last curve point, not scored again), so every point costs one pass over the test rows.
+RecBole's baselines train as RecBole trains them (early stopping on valid AUC) and are one point each.
 
 Resumable: run the same command again. A finished model is not run again; an unfinished LLM run goes on from its
 last resume state (``--resume``), so a budget that does not fit one sitting is continued, not restarted. Small
@@ -82,7 +83,7 @@ def command(args, name):
         if model != "ZeroShot":
             epochs = max(curve)
             options.update({"train_rows_per_epoch": args.rows_per_epoch, "curve_epochs": json.dumps(curve),
-                            "eval_step": epochs, "zero_shot_row": False})
+                            "eval_step": 0, "zero_shot_row": False})
             if model == "CoLLM":  # its two steps share the budget: half the epochs each
                 options.update({"stage1_epochs": max(1, epochs // 2), "stage2_epochs": max(1, epochs // 2),
                                 "curve_epochs": json.dumps([max(1, c // 2) for c in curve])})
@@ -142,7 +143,7 @@ def collect(args, names):
                     offset = max(int(p["train_rows"]) for p in points if p.get("stage") == "1")
                 rows.append({"model": name, **{k: _number(v) for k, v in point.items()},
                              "budget": int(point["train_rows"]) + offset, "status": "curve"})
-        budget = "all (early stopping)" if model not in LLM_MODELS else ("0" if model == "ZeroShot" else "best valid")
+        budget = "all (early stopping)" if model not in LLM_MODELS else ("0" if model == "ZeroShot" else "last epoch")
         rows.append({"model": name, "budget": budget, "status": "final", **result})
     return rows
 

@@ -265,6 +265,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         # pipeline sets the test split) and a row is added to `curve_file`; none by default
         self.curve_epochs = {int(e) for e in (config["curve_epochs"] or [])}
         self.curve_data = None
+        self._curve_results = {}  # epoch -> its curve point's result, as this process measured it
+        self._saved_epoch = None  # the epochs trained by the weights in saved_model_file (saved by this process)
         self.scheduler = None
         self._pending_scheduler = self._resume_position = self._resume_rng = None
         self._resumed = self._resumed_finished = False
@@ -376,6 +378,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         with torch.no_grad():
             result = self.evaluate_model(self.model, self.curve_data, show_progress=False)
         self.wrapped.train()
+        self._curve_results[epoch_idx + 1] = result
         point = {"epoch": epoch_idx + 1, "train_rows": (epoch_idx + 1) * rows_per_epoch,
                  "epoch_train_seconds": round(seconds, 1), **_plain_result(result)}
         self.logger.info(set_color("curve", "yellow") + f": after {point['train_rows']} training rows {result}")
@@ -511,6 +514,13 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if not eval_data:
             return None
+        if load_best_model and model_file is None and eval_data is self.curve_data and self._saved_epoch in self._curve_results:
+            # the best model is the weights of a curve point, already scored on these rows: not scored again
+            # (a curve that ends at the last epoch, with valid once at the end or none, saves one whole pass)
+            self.load_best_model()
+            self.logger.info(f"test result: the curve point after epoch {self._saved_epoch} (the same weights on the "
+                             "same rows), not scored again")
+            return type(self._curve_results[self._saved_epoch])(self._curve_results[self._saved_epoch])
         if load_best_model:
             self.load_best_model(model_file)
         self.model.eval()
@@ -699,9 +709,11 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        folder = Path(kwargs.pop("saved_model_file", self.saved_model_file))
+        if folder == Path(self.saved_model_file):  # known to every process, so that all of them skip a test pass
+            self._saved_epoch = epoch + 1  # RecBole passes the 0-based epoch index
         if not self.accelerator.is_main_process:
             return
-        folder = Path(kwargs.pop("saved_model_file", self.saved_model_file))
         save_trainable(self.model, folder, self.config, {"epoch": epoch, "best_valid_score": self.best_valid_score},
                        fingerprint=self._fingerprint)
         if verbose:

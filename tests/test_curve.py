@@ -8,7 +8,17 @@ from recbole_cora import run_recbole_cora
 from conftest import SMALL_CORA
 
 
-def test_curve_points_are_the_test_scores_of_those_epochs_and_are_kept_once(tiny_llm):
+def test_curve_points_are_the_test_scores_of_those_epochs_and_are_kept_once(tiny_llm, monkeypatch):
+    from recbole_cora.trainer import LLMTrainer
+
+    passes = []  # (model, the data scored) of every scoring pass
+    evaluate_model = LLMTrainer.evaluate_model
+
+    def counted(self, model, eval_data, show_progress=False):
+        passes.append((type(model).__name__, id(eval_data)))
+        return evaluate_model(self, model, eval_data, show_progress)
+
+    monkeypatch.setattr(LLMTrainer, "evaluate_model", counted)
     options = {**SMALL_CORA, "llm_path": tiny_llm, "train_rows_per_epoch": 32, "eval_rows": 60, "epochs": 2,
                "eval_step": 2, "curve_epochs": [1, 2], "zero_shot_row": False}
     out = run_recbole_cora("CoRA", "ml-100k", config_dict=options)
@@ -17,6 +27,11 @@ def test_curve_points_are_the_test_scores_of_those_epochs_and_are_kept_once(tiny
     # validated once, after epoch 2: the best model is the last one, so the test result is the last curve point
     for key in ("auc", "uauc", "logloss", "rows"):
         assert curve[-1][key] == out["test_result"][key], key
+    # ... taken from it, not scored again: CoRA's passes are the two curve points and valid (the frozen LightGCN's
+    # own row is one more, on the test rows)
+    cora = [data for name, data in passes if name == "CoRA"]
+    test = [data for name, data in passes if name != "CoRA"]
+    assert len(cora) == 3 and cora.count(test[0]) == 2, passes
     assert curve[0]["auc"] != curve[1]["auc"]  # epoch 1's weights were scored, not the final ones
     with open(Path(out["results_dir"]) / "curve.csv") as f:
         rows = list(csv.DictReader(f))
