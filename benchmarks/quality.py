@@ -191,14 +191,16 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
     for ax, (metric, title) in zip(axes, (("auc", "all test rows"), ("warm_auc", "warm"), ("cold_auc", "cold"))):
         names = list(dict.fromkeys(r["model"] for r in rows))
-        for name in names:
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for k, name in enumerate(names):
+            colour = "grey" if name == "ZeroShot" else colours[k % len(colours)]  # a curve and a line never share one
             points = [r for r in rows if r["model"] == name and isinstance(r["budget"], (int, float))]
             flat = [r for r in rows if r["model"] == name and r["status"] == "final" and not points]
             if points:
-                ax.plot([r["budget"] for r in points], [r.get(metric) for r in points], marker="o", label=name)
+                ax.plot([r["budget"] for r in points], [r.get(metric) for r in points], marker="o", label=name,
+                        color=colour)
             elif flat and flat[0].get(metric) is not None:
-                ax.axhline(flat[0][metric], linestyle="--", linewidth=1, label=f"{name} (final)",
-                           color="grey" if name == "ZeroShot" else None)
+                ax.axhline(flat[0][metric], linestyle="--", linewidth=1, label=f"{name} (final)", color=colour)
         ax.set(xscale="log", xlabel="training rows seen", title=f"test AUC, {title}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("AUC")
