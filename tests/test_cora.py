@@ -74,12 +74,16 @@ def test_cora_learns_on_a_small_ml100k_slice(tiny_llm):
     with torch.no_grad():
         model.eval()
         before = model.calculate_loss(probe).item()
+    model.eval()
+    with model.zero_shot():  # the frozen LLM's own score on the same valid rows: what training must beat
+        zero_shot = trainer.evaluate_model(model, valid, False)
     best, valid_result = trainer.fit(train, valid)
     with torch.no_grad():
         model.eval()
         after = model.calculate_loss(probe).item()
     assert after < before - 0.01, (before, after)
     assert valid_result["auc"] > 0.6, valid_result
+    assert valid_result["auc"] > zero_shot["auc"] + 0.1, (zero_shot, valid_result)
 
 
 def test_checkpoints_hold_only_trainable_parameters_and_reload_without_pickle(tiny_llm):
