@@ -180,6 +180,20 @@ def report(args, names):
     print(text)
 
 
+# matplotlib's tab10 without its grey (kept for the frozen LLM), then four more: one colour per row of the study
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#000000", "#1a237e", "#a1887f", "#00796b")
+
+
+def colour_map(names):
+    """A colour per model, none shared: the frozen LLM grey, the others from PALETTE in order (then cycling)."""
+    others = [n for n in names if n != "ZeroShot"]
+    colours = {name: PALETTE[k % len(PALETTE)] for k, name in enumerate(others)}
+    if "ZeroShot" in names:
+        colours["ZeroShot"] = "#7f7f7f"
+    return colours
+
+
 def plot(rows, path):
     try:
         import matplotlib
@@ -191,9 +205,9 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
     for ax, (metric, title) in zip(axes, (("auc", "all test rows"), ("warm_auc", "warm"), ("cold_auc", "cold"))):
         names = list(dict.fromkeys(r["model"] for r in rows))
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for k, name in enumerate(names):
-            colour = "grey" if name == "ZeroShot" else colours[k % len(colours)]  # a curve and a line never share one
+        colours = colour_map(names)
+        for name in names:
+            colour = colours[name]
             points = [r for r in rows if r["model"] == name and isinstance(r["budget"], (int, float))]
             flat = [r for r in rows if r["model"] == name and r["status"] == "final" and not points]
             if points:
