@@ -180,17 +180,19 @@ def report(args, names):
     print(text)
 
 
-# matplotlib's tab10 without its grey (kept for the frozen LLM), then four more: one colour per row of the study
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
-           "#000000", "#1a237e", "#a1887f", "#00796b")
-
-
 def colour_map(names):
-    """A colour per model, none shared: the frozen LLM grey, the others from PALETTE in order (then cycling)."""
+    """A colour per model, none shared: the frozen LLM in tab10's grey, the others in tab10's nine other colours,
+    then tab20's lighter shades of the same hues (matplotlib's qualitative maps; the eighteenth model on cycles)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    grey, light_grey = to_hex(colormaps["tab10"].colors[7]), to_hex(colormaps["tab20"].colors[15])
+    palette = [to_hex(c) for c in colormaps["tab10"].colors + colormaps["tab20"].colors[1::2]]
+    palette = [c for c in palette if c not in (grey, light_grey)]
     others = [n for n in names if n != "ZeroShot"]
-    colours = {name: PALETTE[k % len(PALETTE)] for k, name in enumerate(others)}
+    colours = {name: palette[k % len(palette)] for k, name in enumerate(others)}
     if "ZeroShot" in names:
-        colours["ZeroShot"] = "#7f7f7f"
+        colours["ZeroShot"] = grey
     return colours
 
 
