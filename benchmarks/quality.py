@@ -98,6 +98,14 @@ def command(args, name):
     return cmd
 
 
+def child_env(environ=None):
+    """The environment of a model's process: this checkout first on ``PYTHONPATH``, the caller's entries kept
+    after it (packages installed with ``pip install --target`` stay importable)."""
+    environ = dict(os.environ if environ is None else environ)
+    environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return environ
+
+
 def finished(args, name):
     runs = sorted((Path(args.out) / "runs" / name).glob("*/results.json"))
     return runs[-1].parent if runs else None
@@ -114,8 +122,7 @@ def run(args, name):
     with open(log, "a") as f:
         f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         f.flush()
-        code = subprocess.call(cmd, cwd=work, stdout=f, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+        code = subprocess.call(cmd, cwd=work, stdout=f, stderr=subprocess.STDOUT, env=child_env())
     print(f"quality: {name}: exit {code} after {time.time() - start:.0f} s (log: {log})", flush=True)
 
 

@@ -1,6 +1,6 @@
-"""benchmarks/quality.py's plot: every row of the study gets a colour of its own."""
-
+"""benchmarks/quality.py: every row of the study gets a colour of its own; a model's process keeps the caller's PYTHONPATH."""
 import importlib.util
+import os
 from pathlib import Path
 
 
@@ -19,3 +19,11 @@ def test_no_two_models_of_the_study_share_a_colour_and_the_frozen_llm_is_grey():
     assert set(colours) == set(names)
     assert len(set(colours.values())) == len(names), colours  # LightGCN was grey like ZeroShot before
     assert colours["ZeroShot"] == "#7f7f7f"
+
+
+def test_a_model_process_keeps_the_callers_pythonpath_after_the_checkout():
+    quality = _quality()
+    env = quality.child_env({"PYTHONPATH": "/opt/site", "HOME": "/root"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(quality.ROOT), "/opt/site"]
+    assert env["HOME"] == "/root"
+    assert quality.child_env({})["PYTHONPATH"] == str(quality.ROOT)
