@@ -3,6 +3,7 @@
     python benchmarks/quality.py                              # ML-1M (CoLLM's protocol), SmolLM2-135M: everything
     python benchmarks/quality.py --models ZeroShot,CoRA-LightGCN --curve 1,4
     python benchmarks/quality.py --report                     # only rebuild the tables and the plot
+    python benchmarks/quality.py --report --out DIR --rows_from benchmarks/quality/ml-1m   # baselines of another run
     python benchmarks/quality.py --answer_score=yes_logit     # other --key=value: options of every trained LLM model
 
 Every model runs as ``run_recbole_cora.py`` (one process each, one after the other) with the same dataset, split,
@@ -64,6 +65,9 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "quality" / "ml-1m"))
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "recbole-cora-quality"))
     parser.add_argument("--report", action="store_true", help="only rebuild quality.md / .csv / .png")
+    parser.add_argument("--rows_from", action="append", default=[], metavar="DIR",
+                        help="another --out folder: the report takes a model that has no run in --out from there "
+                             "(RecBole's baselines run on another machine, say); the table names each row's folder")
     args, args.set = parser.parse_known_args(argv)  # any other --key=value goes to every trained LLM model
     return args
 
@@ -106,9 +110,14 @@ def child_env(environ=None):
     return environ
 
 
-def finished(args, name):
-    runs = sorted((Path(args.out) / "runs" / name).glob("*/results.json"))
-    return runs[-1].parent if runs else None
+def finished(args, name, elsewhere=False):
+    """The folder of ``name``'s last finished run in ``--out`` (or, with ``elsewhere``, in the first ``--rows_from``
+    folder that has one)."""
+    for out in [args.out] + (list(args.rows_from) if elsewhere else []):
+        runs = sorted((Path(out) / "runs" / name).glob("*/results.json"))
+        if runs:
+            return runs[-1].parent
+    return None
 
 
 def run(args, name):
@@ -130,13 +139,15 @@ def collect(args, names):
     """One row per (model, budget): the curve points of the LLM models, the final result of the others."""
     rows = []
     for name in names:
-        folder = finished(args, name)
+        folder = finished(args, name, elsewhere=True)
         model = VARIANTS[name][0]
+        where = folder.parents[2].name if folder is not None else Path(args.out).name
         if folder is None:
             points = sorted(Path(args.work, "saved", name).glob("*.curve.jsonl"))  # an unfinished run's curve so far
             curve = [json.loads(x) for p in points for x in p.read_text().splitlines() if x.strip()]
             for point in curve:
-                rows.append({"model": name, "budget": point["train_rows"], "status": "running", **point})
+                rows.append({"model": name, "budget": point["train_rows"], "status": "running", "run_in": where,
+                             **point})
             continue
         results = json.loads((folder / "results.json").read_text())
         result = results[model if model in results else next(iter(results))]
@@ -149,9 +160,9 @@ def collect(args, names):
                 if model == "CoLLM" and point.get("stage") == "2":  # step 2's rows come after step 1's
                     offset = max(int(p["train_rows"]) for p in points if p.get("stage") == "1")
                 rows.append({"model": name, **{k: _number(v) for k, v in point.items()},
-                             "budget": int(point["train_rows"]) + offset, "status": "curve"})
+                             "budget": int(point["train_rows"]) + offset, "status": "curve", "run_in": where})
         budget = "all (early stopping)" if model not in LLM_MODELS else ("0" if model == "ZeroShot" else "last epoch")
-        rows.append({"model": name, "budget": budget, "status": "final", **result})
+        rows.append({"model": name, "budget": budget, "status": "final", "run_in": where, **result})
     return rows
 
 
@@ -167,19 +178,20 @@ def report(args, names):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     header = ["model", "training rows", "AUC", "UAUC", "warm AUC", "warm UAUC", "cold AUC", "cold UAUC", "test rows",
-              "train s (epoch)", "paper AUC / UAUC"]
+              "train s (epoch)", "run in", "paper AUC / UAUC"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         paper = PAPER.get(row["model"])
         cells = [row["model"], str(row["budget"]) + (" (running)" if row["status"] == "running" else "")]
         cells += [_fmt(row.get(m)) for m in METRICS] + [_fmt(row.get("rows"), 0)]
         cells += [_fmt(row.get("epoch_train_seconds", row.get("train_seconds")), 0)]
+        cells += [row["run_in"]]
         cells += [f"{paper[0]:.4f} / {paper[1]:.4f}" if paper and row["status"] == "final" else ""]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "quality.md").write_text(text)
     with open(out / "quality.csv", "w", newline="") as f:
-        fields = ["model", "budget", "status"] + list(METRICS) + ["rows", "epoch_train_seconds", "train_seconds"]
+        fields = ["model", "budget", "status"] + list(METRICS) + ["rows", "epoch_train_seconds", "train_seconds", "run_in"]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
