@@ -105,6 +105,15 @@ def _read_saved_config(folder):
     return saved
 
 
+def _recorded_options(record):
+    """The options a run recorded, as they resolved. ``model_options`` is left out: the run's own model's entries
+    are already in the record (``Config`` wrote them in, unless a --key=value of the run's command line had the
+    same key), so applying them again would overwrite what the command line chose."""
+    options = dict(record["options"])
+    options.pop("model_options", None)
+    return options
+
+
 def _build(options, overrides):
     from recbole.data import data_preparation
     from recbole.utils import init_logger, init_seed
@@ -136,9 +145,8 @@ def _load_llm_run(folder, overrides):
 
     saved = _read_saved_config(folder)
     record = saved["run"]
-    options = dict(record["options"])
-    config, dataset, splits = _build(options, overrides)
-    ignored = set(PATH_OPTIONS) | FREE_OPTIONS  # paths were made absolute; these may change
+    config, dataset, splits = _build(_recorded_options(record), overrides)
+    ignored = set(PATH_OPTIONS) | FREE_OPTIONS | {"model_options"}  # paths were made absolute; these may change
     diff = config_differences(*({k: v for k, v in c.items() if k not in ignored} for c in (saved["config"], plain_config(config))))
     if diff:
         raise RunLoadError(
@@ -189,7 +197,7 @@ def _load_recbole_run(path, overrides):
             f"'{path}' was saved by RecBole or an older recbole-cora, which did not record the options and split it "
             "was trained on: it cannot be rebuilt safely. Train it again with this package."
         )
-    config, dataset, splits = _build(dict(record["options"]), overrides)
+    config, dataset, splits = _build(_recorded_options(record), overrides)
     _check_split(dataset, record.get("split_fingerprint"), path)
     model = get_model(config["model"])(config, splits[0]._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])

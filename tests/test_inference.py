@@ -139,6 +139,15 @@ def test_bad_runs_and_bad_pairs_get_one_sentence_each(cora_run, tmp_path):
     with pytest.raises(RunLoadError, match="only .* not \\['lora_rank'\\]"):
         load_run(saved, lora_rank=8)
     run = load_run(saved)
+    # A run whose command line overrode one of its `model_options` (`--weight_decay=...` beside
+    # `model_options: {CoRA: {weight_decay: 0.5}}`) recorded both: it rebuilds with what it trained with.
+    trained = run.config["weight_decay"]
+
+    def overridden(meta, _):
+        meta["run"]["options"]["model_options"] = {"CoRA": {"weight_decay": 0.5}}
+        meta["config"]["model_options"] = {"CoRA": {"weight_decay": 0.5}}
+
+    assert load_run(copy(overridden)).config["weight_decay"] == trained != 0.5
     with pytest.raises(RunLoadError, match=r"1 item token\(s\) are in no file .*line 3: 'no-such-item'"):
         pairs = tmp_path / "pairs.tsv"
         pairs.write_text("user_id\titem_id\n196\t242\n196\tno-such-item\n")
