@@ -89,3 +89,38 @@ def test_diagnose_cora_measures_every_step_and_the_spread_of_A(tiny_llm, tmp_pat
     assert report["steps"][0]["lr"] > 0 and report["steps"][0]["grad_query_generator"] == 0  # P = 0 at step 1
     assert sorted(map(int, report["delta"])) == [0, 1, 3, 4] and 0 < report["test_A_pair_cosine"] <= 1
     assert (tmp_path / "d" / "diagnosis.png").is_file() and "| zero-shot (frozen LLM) |" in done.stdout
+
+
+def test_probe_reclora_gates_tells_a_shared_mixture_from_personal_ones():
+    import importlib.util
+
+    import torch
+
+    from recbole_cora.model.layers import MetaLoRAGates
+
+    spec = importlib.util.spec_from_file_location("probe_reclora_gates", ROOT / "benchmarks" / "probe_reclora_gates.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+
+    class Model:  # what the probe reads of a RecLoRA model: its representation u and its gates
+        def __init__(self, gates):
+            self.gates = gates
+
+        def user_representation(self, interaction):
+            return interaction
+
+    torch.manual_seed(0)
+    gates = MetaLoRAGates(["q", "v"], input_size=8, num_loras=4, hidden_size=16, temperature=5.0, dropout=0.0).eval()
+    batches = [torch.randn(32, 8), torch.randn(32, 8)]
+    for gate in gates.gates.values():  # last layer zero: every sample gets the uniform mixture, one shared LoRA
+        torch.nn.init.zeros_(gate[-1].weight)
+        torch.nn.init.zeros_(gate[-1].bias)
+    shared = probe.mixture_stats(Model(gates), batches)
+    assert shared["rows"] == 64 and shared["meta_loras"] == 4
+    assert abs(shared["alpha_entropy"] - 1) < 1e-6 and shared["alpha_tv_to_mean"] < 1e-6
+    assert abs(shared["alpha_max"] - 0.25) < 1e-6
+    for gate in gates.gates.values():  # large logits: each sample picks its own meta-LoRAs
+        torch.nn.init.normal_(gate[-1].weight, std=50.0)
+    personal = probe.mixture_stats(Model(gates), batches)
+    assert personal["alpha_tv_to_mean"] > 0.3 and personal["alpha_entropy"] < 0.7 and personal["alpha_max"] > 0.5
+    assert -1 <= personal["u_cosine"] <= 1 and personal["u_cosine"] == shared["u_cosine"]
