@@ -20,13 +20,13 @@ import torch
 def mixture_stats(model, batches):
     """The statistics above over ``batches`` (RecBole interactions) for ``model`` as it is."""
     reps, alphas, normed = [], [], []
+    layer_norm = next(iter(model.gates.gates.values()))[0]  # the first module's gate: its LayerNorm
     with torch.no_grad():
         for interaction in batches:
             u = model.user_representation(interaction).float()
             reps.append(u)
             alphas.append(model.gates(u))
-            first = next(iter(model.gates.gates.values()))[0]  # the first module's LayerNorm
-            normed.append(first(u))
+            normed.append(layer_norm(u))
     u, alpha, ln = torch.cat(reps), torch.cat(alphas), torch.cat(normed)  # alpha: (rows, modules, N)
     n = alpha.shape[-1]
     entropy = -(alpha * alpha.clamp_min(1e-12).log()).sum(-1) / math.log(n)

@@ -1,4 +1,5 @@
 """benchmarks/quality.py: every row of the study gets a colour of its own; a model's process keeps the caller's PYTHONPATH."""
+
 import importlib.util
 import json
 import os
