@@ -25,6 +25,7 @@ WHOLE_NUMBERS = (
     ("epochs", 0), ("train_batch_size", 1), ("eval_batch_size", 1), ("train_rows_per_epoch", 1), ("eval_rows", 1),
     ("history_len", 0), ("max_prompt_tokens", 1), ("gradient_accumulation_steps", 1), ("checkpoint_steps", 0),
     ("eval_step", 0), ("stopping_step", 1), ("candidate_count", 2), ("max_answer_tokens", 1),
+    ("item_refresh_steps", 1),
 )
 
 

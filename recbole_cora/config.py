@@ -55,6 +55,7 @@ CHOICES = {
     "reclora_encoder": ("DIN", "cf"),
     "cf_input_norm": ("none", "standardize"),
     "candidate_score": ("mean", "sum"),
+    "item_gradient": ("none", "batch"),
 }
 
 

@@ -375,6 +375,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         if any(point["epoch"] == epoch_idx + 1 for point in self.curve_points()):
             return  # a resumed run that had measured it already
         self.wrapped.eval()
+        if self.next_item and not self.model.has_item_matrix:
+            self.compute_item_matrix()
         with torch.no_grad():
             result = self.evaluate_model(self.model, self.curve_data, show_progress=False)
         self.wrapped.train()
@@ -408,10 +410,11 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 group["lr"] = lr
         resumed = self._resume_position if self._resume_position and self._resume_position[0] == epoch_idx else None
-        # Laser's stage 1: every item's vector with the weights of this epoch's start (a run resumed inside the epoch
-        # has that matrix back from its resume state)
-        if self.next_item and not resumed and (self.model.refresh_items_each_epoch or not self.model.has_item_matrix):
+        # Laser's stage 1: every item's vector with the weights of this epoch's start, unless the matrix already is
+        # theirs (an evaluation recomputed it; a run resumed inside the epoch has its matrix back from its resume state)
+        if self.next_item and not resumed and not self.model.has_item_matrix:
             self.compute_item_matrix(show_progress)
+        refresh = self.model.item_refresh_steps if self.next_item and self.model.item_side_trains else 0
         if resumed:  # continue a killed run exactly where its last checkpoint left this epoch
             from accelerate import skip_first_batches
 
@@ -440,12 +443,16 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 if self.accelerator.sync_gradients:
                     self.scheduler.step()
                 self.optimizer.zero_grad()
+            if self.next_item and self.accelerator.sync_gradients:
+                self.model.weights_changed()  # the item matrix is no longer the weights' own
             total += loss.item()
             batches += 1
             if timing is not None:
                 timing = self._time_steps(timing, batches, n_batches, epoch_idx)
             if show_progress:
                 progress.set_postfix_str(f"loss {total / batches:.4f}")
+            if refresh and batches % (refresh * self.accelerator.gradient_accumulation_steps) == 0 and batches < n_batches:
+                self.compute_item_matrix()  # item_refresh_steps: the matrix follows the weights inside the epoch
             if every and batches % every == 0 and batches < n_batches:
                 self.save_resume_state(epoch_idx, batches, total)
         if n_batches:

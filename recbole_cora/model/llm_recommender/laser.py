@@ -12,7 +12,10 @@ A frozen sequential recommender (RecBole's BERT4Rec by default) embeds the user'
 virtual tokens; the prompt (the last ``history_len`` titles) follows; one trainable suffix token ends it, and its
 last hidden state, projected, is the user vector h_u. An item's vector h_i comes from the same template with that
 item alone. Score cos(h_u, h_i)/tau over all items; loss InfoNCE over all items + lambda K sum_j f_j P_j.
-Stage 1 recomputes the item matrix before every epoch; stage 2 keeps the best one fixed and trains on.
+Stage 1 recomputes the item matrix whenever a step made it stale (before the next epoch or evaluation), so a saved
+model's matrix is always its own weights'; stage 2 keeps the best one fixed and trains on. Options
+(``properties/model/Laser.yaml``, measured in ``benchmarks/QUALITY.md``): the batch's target items encoded with
+gradient in each step, vectors centred on the mean item vector, a whole refresh every N steps.
 Trained: the M-Former (router, queries, blocks, projections), the suffix token and the output projection.
 """
 
@@ -66,11 +69,12 @@ class Laser(NextItemLLMRecommender):
         return list(self.stages)
 
     def set_stage(self, stage):
-        """Stage 1: the item matrix is recomputed before every epoch; stage 2: it stays as it is."""
+        """Stage 1: the item matrix follows the weights (recomputed when a step made it stale, before the next epoch
+        or evaluation, and every ``item_refresh_steps``); stage 2: it stays as it is and only the user side trains."""
         if stage not in (1, 2):
             raise ValueError(f"Laser has stages 1 and 2, not {stage!r}.")
         self.stage = stage
-        self.refresh_items_each_epoch = stage == 1
+        self.freeze_item_matrix(stage == 2)
 
     def prompt_lengths(self, interaction):
         return self.prompts.lengths(*self.prompts.rows(interaction, with_target=False))
