@@ -76,4 +76,3 @@ def answer_scores(model, ids, mask, llm=None):
 
     logits = last_position_answer_logits(llm or model.llm, ids, mask, model.scorer.answer_ids)
     return logits[:, 0] if model.scorer.mode == "yes_logit" else logits[:, 0] - logits[:, 1]
-

@@ -216,9 +216,10 @@ def test_a_saved_stage_one_model_holds_the_item_matrix_of_its_own_weights(tiny_l
     assert torch.allclose(model.item_matrix, saved, atol=1e-5), (model.item_matrix - saved).abs().max()
 
 
-def test_item_gradient_scores_the_batch_targets_with_fresh_vectors_and_trains_the_item_side(tiny_llm, slice_path, stage_root):
+def test_item_gradient_scores_the_batch_targets_with_fresh_vectors_and_writes_them_back(tiny_llm, slice_path, stage_root):
     config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root, item_gradient="batch", center_vectors=True)
     model.set_item_matrix(torch.randn(model.n_items, model.vector_size))
+    cached = model.item_matrix.clone()
     center = model.item_matrix[1:].mean(dim=0)
     assert torch.allclose(model.item_center, center)
     batch = first_batch(train)
@@ -233,7 +234,10 @@ def test_item_gradient_scores_the_batch_targets_with_fresh_vectors_and_trains_th
     logits = unit(users) @ unit(model.item_matrix).t() / 0.05
     logits[:, 0] = -float("inf")
     assert torch.allclose(loss, F.cross_entropy(logits, batch["item_id"]) + balance, atol=1e-4)
-    assert not torch.equal(model.item_matrix[targets], torch.zeros_like(model.item_matrix[targets]))
+    others = torch.ones(model.n_items, dtype=torch.bool)
+    others[targets] = False
+    assert torch.equal(model.item_matrix[others], cached[others])  # every other item keeps its cached row
+    assert not torch.isclose(model.item_matrix[targets], cached[targets]).all(dim=1).any()
     model.weights_changed()
     assert not model.has_item_matrix
     model.freeze_item_matrix()  # stage 2: the matrix stays current and no item is encoded with gradient

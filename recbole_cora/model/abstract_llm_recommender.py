@@ -261,7 +261,7 @@ class NextItemLLMRecommender(LLMRecommender):
 
     The cached matrix and the weights that trained against it (``benchmarks/QUALITY.md``, Laser):
 
-    * ``item_matrix_current`` says whether the matrix was computed with the current weights; a training step that
+    * ``item_matrix_ready`` (``has_item_matrix``) says whether the matrix was computed with the current weights; a training step that
       may change the item side clears it (``weights_changed``), and the trainer recomputes a stale matrix before it
       evaluates, so no evaluation and no saved model pairs weights with a matrix of other weights;
     * ``item_gradient: batch``: the batch's target items are encoded again with gradient inside the step and their
