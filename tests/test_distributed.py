@@ -110,7 +110,7 @@ def test_two_processes_rank_every_candidate_list_once_and_draw_the_same_lists(tm
     options = {
         **SLICE_OPTIONS, "model": "RSLLM", "dataset": "ml100k-slice", "data_path": ml100k_slice(tmp_path),
         "llm_path": tiny_llm, "state": "INFO", "show_progress": False, "history_len": 3, "candidate_count": 5,
-        "max_answer_tokens": 40, "lora_target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0, "stage1_epochs": 1,
+        "max_answer_tokens": 44, "lora_target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0, "stage1_epochs": 1,
         "stage2_epochs": 0, "train_rows_per_epoch": 8, "train_batch_size": 4, "eval_batch_size": 4, "eval_rows": 13,
         "sequential_encoder_config": {"epochs": 1, "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32},
     }

@@ -19,7 +19,7 @@ from helpers import SLICE_OPTIONS, ml100k_slice
 
 SMALL_RSLLM = {
     **QUIET, **SLICE_OPTIONS, "history_len": 4, "candidate_count": 6, "train_batch_size": 4, "eval_batch_size": 4,
-    "max_answer_tokens": 40, "lora_target_modules": ["q_proj", "v_proj"],
+    "max_answer_tokens": 44, "lora_target_modules": ["q_proj", "v_proj"],
     "sequential_encoder_config": {"epochs": 2, "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32,
                                   "train_batch_size": 256},
 }
@@ -81,7 +81,7 @@ def test_the_cached_likelihood_of_each_candidate_equals_a_full_forward_of_each(t
             for c, item in enumerate(lists[r].tolist()):
                 reference = full_logprob(model, prompt, model.prompts.answer_ids(item))
                 assert torch.allclose(cached[r, c], reference, atol=1e-4), (r, c, float(cached[r, c]), float(reference))
-    mean = build(tiny_llm, slice_path, stage_root)[1]  # candidate_score: mean divides by each answer's token count
+    mean = build(tiny_llm, slice_path, stage_root, candidate_score="mean")[1]  # the mean divides by each answer's token count
     mean.set_stage(stage)
     mean.eval()
     counts = torch.tensor([[len(model.prompts.answer_ids(i)) for i in row] for row in lists.tolist()])
@@ -207,6 +207,23 @@ def test_stage_one_trains_lora_alone_stage_two_adds_the_projector_and_the_encode
         for name, before in frozen.items():
             assert torch.equal(model.state_dict()[name], before), name
         assert not model.sequence_encoder.training and not model.llm.training
+
+
+def test_an_answer_is_its_candidate_s_tokens_as_the_prompt_shows_them_then_the_end_token(tiny_llm, slice_path, stage_root):
+    # An answer in another form than the list's (the bare title after quoted titles) makes its first and end tokens
+    # cost far more than the copied middle ones, and a per-token mean then ranks by title length.
+    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root)
+    assert model.candidate_score == "sum"  # the default: the copied tokens cost about 0, the sum is the choice
+    batch = first_batch(test, [0, 3])
+    lists = candidate_lists(config, test._dataset)[torch.tensor([0, 3])]
+    for with_ids in (False, True):
+        for history, row in zip(batch["item_id_list"].tolist(), lists.tolist()):
+            prompt = model.prompts.build(history, row, with_ids)
+            assert len(prompt.spans) == len(row)
+            for (start, end), item in zip(prompt.spans, row):
+                answer = model.prompts.answer_ids(item)
+                assert answer[:-1] == prompt.ids[start:end] and answer[-1] == model.prompts.eos_id
+                assert model.tokenizer.decode(answer[:-1]) == f' "{test._dataset.item_title(item)}"'
 
 
 def test_a_bound_shorter_than_the_longest_title_is_refused_by_name(tiny_llm, slice_path, stage_root):

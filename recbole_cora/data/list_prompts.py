@@ -67,10 +67,13 @@ class ListPromptBuilder:
         return ids
 
     def answer_ids(self, item):
-        """The answer naming ``item``: its title after one space, then the end-of-sequence token."""
+        """The answer naming ``item``: the very tokens the prompt shows it as (``title_ids``: one space, then
+        ``prompt_item_format``, quotes and all), then the end-of-sequence token. An answer in another form (the bare
+        title after a quoted list) makes its first and last tokens cost far more than the copied middle ones, so a
+        per-token mean would rank candidates by the length of their titles."""
         ids = self._answer_ids.get(item)
         if ids is None:
-            ids = self._answer_ids[item] = self._encode(" " + self.raw_titles[item]) + [self.eos_id]
+            ids = self._answer_ids[item] = list(self.title_ids(item)) + [self.eos_id]
         return ids
 
     def _shown(self, history):

@@ -7,7 +7,7 @@ Reference:
 No public code exists; this file follows the paper, with LLaRA (Liao et al. 2024, ljy0ustc/LLaRA) for the protocol.
 
 The prompt lists the user's last ``history_len`` items and a list of candidates (``task: candidates``); the answer is
-the next item's title. In the text-ID prompt every item is its title followed by one placeholder token whose input
+the next item as the prompt shows it (its quoted title). In the text-ID prompt every item is its title followed by one placeholder token whose input
 embedding is replaced by the item's ID embedding from a frozen RecBole sequential recommender (SASRec by default),
 mapped into the LLM's input space by a trainable projector (two linear layers with GELU). The LLM is tuned with peft's
 LoRA in two stages: stage 1 on the text-only prompt (the projector is not used and gets no gradient), stage 2 on the
@@ -67,7 +67,7 @@ class RSLLM(LLMRecommender):
         self.weights = {"user_item": float(config["user_item_weight"]), "id_text": float(config["id_text_weight"])}
         self.temperatures = {"user_item": float(config["user_item_temperature"]),
                              "id_text": float(config["id_text_temperature"])}
-        self.candidate_score = config["candidate_score"] or "mean"
+        self.candidate_score = config["candidate_score"] or "sum"
         self.max_answer_tokens = int(config["max_answer_tokens"])
         longest = max(range(1, self.n_items), key=lambda i: len(self.prompts.answer_ids(i)))
         if len(self.prompts.answer_ids(longest)) > self.max_answer_tokens:
