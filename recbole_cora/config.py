@@ -54,7 +54,7 @@ CHOICES = {
     "collm_stage": ("1", "2", "both"),
     "reclora_encoder": ("DIN", "cf"),
     "cf_input_norm": ("none", "standardize"),
-    "candidate_score": ("mean", "sum"),
+    "candidate_score": ("sum", "mean", "user_item"),
     "item_gradient": ("none", "batch"),
 }
 

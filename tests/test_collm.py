@@ -29,19 +29,23 @@ def batch_of(data, n=12):
     return data.collate_fn(list(range(n)))
 
 
-def test_mapped_cf_vectors_sit_exactly_at_each_samples_placeholders(tiny_llm):
-    config, model, (train, _, _) = build(tiny_llm)
+@pytest.mark.parametrize("norm", ["none", "standardize"])
+def test_mapped_cf_vectors_sit_exactly_at_each_samples_placeholders(tiny_llm, norm):
+    config, model, (train, _, _) = build(tiny_llm, cf_input_norm=norm)
     batch = batch_of(train)
     ids, mask = model.cf_prompts.batch(batch)
     embeds = model.input_embeddings(batch, ids, mask)
     plain = model.llm.get_input_embeddings()(ids)
     user, item = model.cf_encoder(batch["user_id"], batch["item_id"])
+    if norm == "standardize":  # each dimension by its frozen table's mean and std (padding row 0 left out)
+        users, items = model.cf_encoder.user_table[1:], model.cf_encoder.item_table[1:]
+        user, item = (user - users.mean(0)) / users.std(0), (item - items.mean(0)) / items.std(0)
     mapped_user, mapped_item = model.mapping(user), model.mapping(item)
     for row in range(len(ids)):
         marks = ((ids[row] == model.cf_prompts.placeholder_id) & (mask[row] == 1)).nonzero().flatten().tolist()
         assert len(marks) == 2
-        assert torch.equal(embeds[row, marks[0]], mapped_user[row])  # {user_emb} comes first
-        assert torch.equal(embeds[row, marks[1]], mapped_item[row])
+        assert torch.allclose(embeds[row, marks[0]], mapped_user[row], atol=1e-6)  # {user_emb} comes first
+        assert torch.allclose(embeds[row, marks[1]], mapped_item[row], atol=1e-6)
         others = [k for k in range(ids.shape[1]) if k not in marks]
         assert torch.equal(embeds[row, others], plain[row, others])
     assert "the feature <unk>" in model.cf_prompts.text(batch["history_item_id"][0].tolist(), int(batch["item_id"][0]))

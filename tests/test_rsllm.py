@@ -88,6 +88,23 @@ def test_the_cached_likelihood_of_each_candidate_equals_a_full_forward_of_each(t
     assert torch.allclose(mean.candidate_scores(batch, lists), cached / counts, atol=1e-4)
 
 
+def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, slice_path, stage_root):
+    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item")
+    model.set_stage(2)
+    model.eval()
+    rows = [0, 5, 9]
+    batch = first_batch(test, rows)
+    lists = candidate_lists(config, test._dataset)[torch.tensor(rows)]
+    scores = model.candidate_scores(batch, lists)  # one padded batch
+    with torch.no_grad():
+        for r, prompt in enumerate(model.build_prompts(batch["item_id_list"], lists)):
+            embeds, mask, _, _ = model.embed([prompt])  # the prompt alone: no padding
+            hidden = model.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[0]
+            for c, (start, end) in enumerate(prompt.spans):
+                expected = F.cosine_similarity(hidden[len(prompt.ids) - 1], hidden[start:end].mean(0), dim=0)
+                assert torch.allclose(scores[r, c], expected, atol=1e-5), (r, c)
+
+
 def test_a_greedy_answer_is_the_argmax_of_full_forwards(tiny_llm, slice_path, stage_root):
     from recbole_cora.llm.scoring import greedy_answers
 

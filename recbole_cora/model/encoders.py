@@ -63,6 +63,30 @@ def read_stage_meta(stage, name, dataset, runner):
     return meta
 
 
+class CFInputNorm(nn.Module):
+    """How a model reads a frozen CF encoder's (e_u, e_i): as they are (``none``), or with each dimension shifted and
+    scaled by its table's mean and standard deviation (``standardize``; fixed statistics, padding row 0 left out).
+    LightGCN's propagated embeddings share a large common part (over-smoothing): on the embedded default the raw
+    [e_u; e_i] of two training rows have a mean cosine of about 0.9, so what a model computes from them is nearly
+    the same for every pair until training amplifies the rest (benchmarks/QUALITY.md §1)."""
+
+    def __init__(self, encoder, mode):
+        super().__init__()
+        self.mode = mode or "none"
+        if self.mode not in ("none", "standardize"):
+            raise ValueError(f"cf_input_norm {mode!r}: use none or standardize.")
+        if self.mode == "standardize":
+            for name, table in (("user", encoder.user_table), ("item", encoder.item_table)):
+                rows = table[1:] if len(table) > 2 else table
+                self.register_buffer(f"{name}_mean", rows.mean(dim=0), persistent=False)
+                self.register_buffer(f"{name}_std", rows.std(dim=0).clamp_min(1e-6), persistent=False)
+
+    def forward(self, user, item):
+        if self.mode == "standardize":
+            return (user - self.user_mean) / self.user_std, (item - self.item_mean) / self.item_std
+        return user, item
+
+
 class FrozenCFEncoder(nn.Module):
     """Frozen user/item embedding tables of a CF stage, aligned by token to ``dataset``'s ids."""
 

@@ -22,7 +22,7 @@ from recbole_cora.llm.loading import execution_device
 from recbole_cora.llm.peft_lora import inject_lora, is_lora, set_lora_dropout_mode
 from recbole_cora.llm.scoring import AnswerScorer
 from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
-from recbole_cora.model.encoders import FrozenCFEncoder
+from recbole_cora.model.encoders import CFInputNorm, FrozenCFEncoder
 
 SLOTS = ("user_emb", "item_emb")
 
@@ -41,6 +41,7 @@ class CoLLM(LabeledLLMRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)  # self.prompts: the text-only prompt of step 1
         self.cf_encoder = FrozenCFEncoder.from_stage(config["cf_stage_dir"], dataset)
+        self.cf_input_norm = CFInputNorm(self.cf_encoder, config["cf_input_norm"])
         self.llm = inject_lora(self.llm, config)
         self.cf_prompts = PromptBuilder(
             config, dataset, self.tokenizer, option="collm_prompt_template", slots=SLOTS, context_length=self.context_length
@@ -83,7 +84,7 @@ class CoLLM(LabeledLLMRecommender):
         """The prompt's token embeddings with the mapped CF vectors at the placeholder positions."""
         embeds = self.llm.get_input_embeddings()(input_ids)
         device = self.cf_encoder.user_table.device
-        user, item = self.cf_encoder(interaction[self.USER_ID].to(device), interaction[self.ITEM_ID].to(device))
+        user, item = self.cf_input_norm(*self.cf_encoder(interaction[self.USER_ID].to(device), interaction[self.ITEM_ID].to(device)))
         mapped = {"user_emb": self.mapping(user), "item_emb": self.mapping(item)}
         marks = (input_ids == self.cf_prompts.placeholder_id) & (attention_mask == 1)  # the pad id may be it too
         rows, cols = marks.nonzero(as_tuple=True)

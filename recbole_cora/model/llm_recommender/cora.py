@@ -16,7 +16,7 @@ Yes/No; nothing of it is fine-tuned and no token is added to the prompt.
 
 from recbole_cora.llm import DynamicLoRA
 from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
-from recbole_cora.model.encoders import FrozenCFEncoder
+from recbole_cora.model.encoders import CFInputNorm, FrozenCFEncoder
 from recbole_cora.model.layers import CollaborativeQueryGenerator
 
 
@@ -38,28 +38,18 @@ class CoRA(LabeledLLMRecommender):
             heads=config["query_heads"], dropout=config["query_dropout"],
         )
 
-        self.cf_input_norm = config["cf_input_norm"] or "none"
-        if self.cf_input_norm == "standardize":  # fixed statistics of the frozen tables (padding row 0 left out)
-            for name, table in (("user", self.cf_encoder.user_table), ("item", self.cf_encoder.item_table)):
-                rows = table[1:] if len(table) > 2 else table
-                self.register_buffer(f"{name}_mean", rows.mean(dim=0), persistent=False)
-                self.register_buffer(f"{name}_std", rows.std(dim=0).clamp_min(1e-6), persistent=False)
+        self.cf_input_norm = CFInputNorm(self.cf_encoder, config["cf_input_norm"])
 
     def reference_encoder(self):
         return self.cf_encoder
 
     def cf_input(self, interaction):
-        """(e_u, e_i) as the query generator reads them: the frozen CF embeddings, or with ``cf_input_norm:
-        standardize`` each dimension shifted and scaled by its table's mean and standard deviation. LightGCN's
-        propagated embeddings share a large common part (over-smoothing): on the embedded default the raw [e_u; e_i]
-        of two training rows have a mean cosine of about 0.9, and the query generator's A_b of any two pairs about
-        0.9998 (benchmarks/QUALITY.md), i.e. nearly the same delta for everyone until training amplifies the rest."""
+        """(e_u, e_i) as the query generator reads them: the frozen CF embeddings, standardised by default
+        (``cf_input_norm``; raw, the query generator's A_b of any two pairs was about 0.9998 alike on the embedded
+        default: nearly the same delta for everyone)."""
         device = self.query_generator.queries.device
         user, item = self.cf_encoder(interaction[self.USER_ID].to(device), interaction[self.ITEM_ID].to(device))
-        if self.cf_input_norm == "standardize":
-            user = (user - self.user_mean) / self.user_std
-            item = (item - self.item_mean) / self.item_std
-        return user, item
+        return self.cf_input_norm(user, item)
 
     def lora_factors(self, interaction):
         """A_b for each (user, item) of the batch: (batch, d_model, r)."""

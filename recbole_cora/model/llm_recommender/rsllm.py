@@ -231,14 +231,26 @@ class RSLLM(LLMRecommender):
     # ---------------------------------------------------------------- candidate lists
     @torch.inference_mode()
     def candidate_scores(self, interaction, lists):
-        """(rows, candidates): the log-likelihood of each candidate's answer after the row's prompt (mean per token,
-        or the sum: ``candidate_score``), the prompt's key/value cache shared by its candidates."""
+        """(rows, candidates): the log-likelihood of each candidate's answer after the row's prompt (the sum, or the
+        mean per token: ``candidate_score``), the prompt's key/value cache shared by its candidates; or with
+        ``candidate_score: user_item`` the user-item cosine of one pass over the prompt (``user_item_scores``)."""
         history, lists = interaction[self.ITEM_SEQ].cpu(), lists.cpu()
         prompts = self.build_prompts(history, lists)
         embeds, mask, _, _ = self.embed(prompts)
+        if self.candidate_score == "user_item":
+            return self.user_item_scores(embeds, mask, prompts)
         answers = [[self.prompts.answer_ids(i) for i in row] for row in lists.tolist()]
         sums, counts = continuation_logprobs(self.llm, embeds, mask, answers, pad_id=self.prompts.pad_id)
         return sums / counts if self.candidate_score == "mean" else sums
+
+    def user_item_scores(self, embeds, mask, prompts):
+        """(rows, candidates): the cosine of each row's user (the prompt's last hidden state) with each candidate (the
+        mean last hidden state over its title's tokens in the same prompt), the pair the user-item term trains."""
+        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        last = torch.tensor([len(p.ids) - 1 for p in prompts], device=hidden.device)
+        users = hidden[torch.arange(len(prompts), device=hidden.device), last]
+        candidates = self.span_means(hidden, prompts)
+        return torch.einsum("rd,rcd->rc", F.normalize(users.float(), dim=-1), F.normalize(candidates.float(), dim=-1))
 
     @torch.inference_mode()
     def answer_candidates(self, interaction, lists):

@@ -1,0 +1,117 @@
+"""Planted-signal tests: on a small synthetic dataset whose answer is carried by what the model reads (tests/planted.py),
+each LLM model, trained by the real pipeline on the tiny LLM, beats its untrained self (the same model and seed, scored
+before any step) and a random order by a stated margin. They guard "it learns" as the equality tests guard the math.
+
+Which signal each model gets follows what it reads: TALLRec reads text only (the item's year decides the label); CoRA,
+CoLLM and RecLoRA read a frozen CF encoder (the label is whether the user's and the item's groups match, the text says
+nothing); Laser and RSLLM read a sequential encoder and the titles (the next item follows the last one on a cycle).
+"""
+
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_seed
+
+import planted
+from conftest import QUIET
+from recbole_cora import run_recbole_cora
+from recbole_cora.config import Config
+from recbole_cora.stages import prepare_stages
+from recbole_cora.utils import create_dataset, get_model, get_trainer
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    planted.labeled(root, "cf")
+    planted.labeled(root, "cf_item")
+    planted.labeled(root, "text")
+    planted.next_item(root)
+    return str(root)
+
+
+def untrained_result(model_name, dataset, options):
+    """The test result of the model as the pipeline builds it (same seed), before any training step."""
+    config = Config(model_name, dataset, config_dict=options)
+    init_seed(config["seed"], config["reproducibility"])
+    data = create_dataset(config)
+    train, valid, test = data_preparation(config, data)
+    model_class = get_model(model_name)
+    prepare_stages(config, data, model_class)  # found: the trained run made them
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = model_class(config, train._dataset)
+    model.set_stage(model.training_stages()[0]) if hasattr(model, "set_stage") else None
+    trainer = get_trainer(config["MODEL_TYPE"], model_name, config)(config, model)
+    return trainer.evaluate(test, load_best_model=False)
+
+
+def trained_and_untrained(model_name, dataset, data_root, stage_root, **extra):
+    options = {**QUIET, "data_path": data_root, "cf_checkpoint_dir": stage_root, "zero_shot_row": False, **extra}
+    out = run_recbole_cora(model_name, dataset, config_dict=options, saved=False)
+    return out["results"][model_name], untrained_result(model_name, dataset, options), out["results"]
+
+
+LABELED = {**planted.LABELED_OPTIONS, "cf_config": {"epochs": 40, "embedding_size": 16}}
+SMALL_LORA = {"lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_target_modules": ["q_proj", "v_proj"]}
+
+
+def test_cora_learns_a_label_its_cf_encoder_carries(tiny_llm, data_root, tmp_path):
+    options = {**LABELED, "llm_path": tiny_llm, "epochs": 1, "train_batch_size": 16, "learning_rate": 3e-3,
+               "query_layers": 1, "query_width": 32, "query_heads": 2, "num_queries": 2, "lora_rank": 4,
+               "lora_alpha": 8, "eval_step": 0}
+    trained, untrained, _ = trained_and_untrained("CoRA", "planted-cf", data_root, str(tmp_path), **options)
+    assert trained["auc"] > 0.8 and trained["auc"] > untrained["auc"] + 0.2, (trained, untrained)
+
+
+def test_tallrec_learns_a_label_the_item_text_carries(tiny_llm, data_root, tmp_path):
+    options = {**LABELED, **SMALL_LORA, "llm_path": tiny_llm, "epochs": 1, "train_batch_size": 16,
+               "learning_rate": 3e-3, "eval_step": 0}
+    trained, untrained, _ = trained_and_untrained("TALLRec", "planted-text", data_root, str(tmp_path), **options)
+    assert trained["auc"] > 0.8 and trained["auc"] > untrained["auc"] + 0.2, (trained, untrained)
+
+
+def test_collm_learns_a_label_its_cf_item_embedding_carries(tiny_llm, data_root, tmp_path):
+    # CoLLM maps e_u and e_i to two separate tokens: whether they match must then be computed by the frozen LLM, which
+    # a random tiny LLM cannot do (on planted-cf step 2 stays at loss 0.693 and AUC 0.43 - 0.47 for 3 epochs, with or
+    # without LoRA training beside the mapping). An answer carried by the item's CF embedding alone is learnt.
+    options = {**LABELED, **SMALL_LORA, "llm_path": tiny_llm, "epochs": 1, "train_batch_size": 16,
+               "stage1_learning_rate": 3e-3, "stage2_learning_rate": 3e-3, "stage2_epochs": 3, "eval_step": 0}
+    trained, untrained, _ = trained_and_untrained("CoLLM", "planted-cf-item", data_root, str(tmp_path), **options)
+    assert trained["auc"] > 0.65 and trained["auc"] > untrained["auc"] + 0.2, (trained, untrained)
+
+
+def test_reclora_learns_a_label_its_din_carries(tiny_llm, data_root, tmp_path):
+    options = {**LABELED, "llm_path": tiny_llm, "epochs": 1, "train_batch_size": 16, "learning_rate": 3e-3,
+               "history_len": 8, "prompt_history_len": 3, "num_meta_loras": 4, "gate_hidden_size": 16,
+               "lora_rank": 4, "lora_alpha": 8, "eval_step": 0,
+               "reclora_encoder_config": {"epochs": 20, "embedding_size": 8, "mlp_hidden_size": [32, 16],
+                                          "train_batch_size": 128}}
+    trained, untrained, _ = trained_and_untrained("RecLoRA", "planted-cf", data_root, str(tmp_path), **options)
+    assert trained["auc"] > 0.8 and trained["auc"] > untrained["auc"] + 0.2, (trained, untrained)
+
+
+NEXT = {**planted.OPTIONS, "MAX_ITEM_LIST_LENGTH": 11, "eval_step": 0}
+
+
+def test_laser_learns_a_next_item_its_sequential_encoder_and_titles_carry(tiny_llm, data_root, tmp_path):
+    options = {**NEXT, "task": "next_item", "llm_path": tiny_llm, "mformer_layers": 1, "mformer_width": 32,
+               "mformer_heads": 2, "num_queries": 4, "num_experts": 4, "user_vector_size": 32, "history_len": 5,
+               "train_batch_size": 16, "learning_rate": 3e-3, "stage1_epochs": 2, "stage2_epochs": 1,
+               "sequential_encoder_config": {"epochs": 20, "hidden_size": 16, "n_layers": 1, "n_heads": 1,
+                                             "inner_size": 32, "train_batch_size": 256}}
+    trained, untrained, _ = trained_and_untrained("Laser", "planted-next", data_root, str(tmp_path), **options)
+    assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.1, (trained, untrained)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "RSLLM does not learn the planted cycle yet: NDCG@10 0.526 untrained, 0.546 trained (a random order of 6: 0.55; "
+    "its SASRec 0.99). Over 100 steps on the same 16 rows its answer loss goes from 6.91 to 6.66 (ln 1024 = 6.93), "
+    "so the likelihood ranking stays at chance while the user-item term fits (0.14) - see the closing note."))
+def test_rsllm_learns_a_next_item_its_sequential_encoder_and_titles_carry(tiny_llm, data_root, tmp_path):
+    options = {**NEXT, "task": "candidates", "llm_path": tiny_llm, "candidate_count": 6, "history_len": 4,
+               "train_batch_size": 8, "eval_batch_size": 8, "learning_rate": 3e-3, "stage1_epochs": 1,
+               "stage2_epochs": 2, "generate_answers": False, **SMALL_LORA,
+               "sequential_encoder_config": {"epochs": 20, "hidden_size": 16, "n_layers": 1, "n_heads": 1,
+                                             "inner_size": 32, "train_batch_size": 256}}
+    trained, untrained, _ = trained_and_untrained("RSLLM", "planted-next", data_root, str(tmp_path), **options)
+    assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.1, (trained, untrained)
