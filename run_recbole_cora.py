@@ -15,8 +15,11 @@
     python run_recbole_cora.py --predict saved/CoRA-<time> --pairs pairs.tsv      # scores.tsv: a probability per pair
     python run_recbole_cora.py --recommend saved/CoRA-<time> --users 196,186 --topk 10
 
+    python run_recbole_cora.py --trust_checkpoint saved/LightGCN-<time>.pth    # convert a .pth you trust (once)
+
 Options other than --model, --dataset, --task, --config_files, --resume, --compare and --compare_dir are
-RecBole-style --key=value overrides.
+RecBole-style --key=value overrides. recbole-cora never unpickles a file: RecBole's .pth files are read through the
+safetensors + JSON pair written beside them, or weights-only; --trust_checkpoint converts one you vouch for.
 """
 
 import argparse
@@ -66,14 +69,19 @@ def main(argv=None):
     parser.add_argument("--candidates", type=int, default=50,
                         help="a labeled LLM model re-ranks this many of its CF encoder's best items (with --recommend)")
     parser.add_argument("--out", default=None, help="the file --predict / --recommend writes (scores.tsv, recommendations.tsv)")
+    parser.add_argument("--trust_checkpoint", default=None, metavar="FILE",
+                        help="unpickle this one .pth (RecBole's, or an older recbole-cora's) because you trust where it "
+                             "came from, and write FILE's .safetensors + .json beside it; every later read uses those")
     args, overrides = parser.parse_known_args(argv)
+    if args.trust_checkpoint:
+        return trust_checkpoint(args.trust_checkpoint)
     if args.compare:
         return compare(args, overrides)
     if args.predict or args.recommend:
         return use_run(args, overrides)
 
     from recbole_cora import run_recbole_cora
-    from recbole_cora.compat import CorruptCheckpointError, UntrustedCheckpointError
+    from recbole_cora.recbole_files import CorruptCheckpointError, UntrustedCheckpointError
 
     config_dict = {}
     try:
@@ -120,11 +128,53 @@ def _value(text):
         return text
 
 
+def trust_checkpoint(path):
+    """--trust_checkpoint FILE: the one place recbole-cora unpickles a file, because the user named it."""
+    from recbole_cora.recbole_files import CorruptCheckpointError, convert_checkpoint
+
+    try:
+        tensors, record = convert_checkpoint(path)
+    except (FileNotFoundError, CorruptCheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"'{path}' unpickled as you asked; wrote '{tensors}' and '{record}'. recbole-cora reads those from now on "
+          "(the .pth itself is never read again).")
+    return 0
+
+
+def check_use_args(args):
+    """The flags of --predict / --recommend, checked before anything loads: one sentence for each that is wrong."""
+    problems = []
+    if args.predict and args.recommend:
+        problems.append("--predict and --recommend are two jobs: give one of them.")
+    if args.predict:
+        if not args.pairs:
+            problems.append("--predict needs --pairs FILE: one 'user<TAB>item[<TAB>time]' per line.")
+        elif not os.path.isfile(args.pairs):
+            problems.append(f"--pairs '{args.pairs}' does not exist.")
+    if args.recommend:
+        if not args.users or not [u for u in args.users.split(",") if u.strip()]:
+            problems.append("--recommend needs --users u1,u2,... (user tokens of the dataset).")
+        if args.topk < 1:
+            problems.append(f"--topk {args.topk}: give how many items to recommend, 1 or more.")
+        if args.candidates < 1:
+            problems.append(f"--candidates {args.candidates}: give how many items the CF encoder proposes, 1 or more.")
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        problems.append(f"--out '{args.out}': its folder does not exist.")
+    return problems
+
+
 def use_run(args, overrides):
     """--predict / --recommend: a saved run scores pairs or recommends items (recbole_cora.inference)."""
     from recbole_cora.config import parse_cmd_args
     from recbole_cora.inference import RunLoadError, load_run, read_pairs, write_scores
+    from recbole_cora.recbole_files import CorruptCheckpointError, UntrustedCheckpointError
 
+    problems = check_use_args(args)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         options = {key: _value(value) for key, value in parse_cmd_args(overrides).items()}
         options.setdefault("show_progress", True)
@@ -159,7 +209,7 @@ def use_run(args, overrides):
             print(f"| {row['user']} | {row['rank']} | {row['item']} | {row['score']:.4f} | {row['title']} |")
         print(f"{run.config['model']}: {rows[0]['source'] if rows else ''} re-ranked; saved in {out}")
         return 0
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, KeyError, UntrustedCheckpointError, CorruptCheckpointError) as err:
         if os.environ.get("RECBOLE_CORA_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)

@@ -10,52 +10,19 @@ pandas 3 and setuptools 81 (``ray`` imports ``pkg_resources``). ``recbole.quick_
 
 import contextlib
 import os
-from pathlib import Path
 
 import torch
 
 
-class UntrustedCheckpointError(RuntimeError):
-    """Raised when asked to unpickle a file this run did not write."""
-
-
-class CorruptCheckpointError(RuntimeError):
-    """Raised when a RecBole checkpoint is truncated or not a checkpoint at all."""
-
-
-def load_recbole_checkpoint(path, map_location="cpu", trusted_dirs=()):
-    """Load a checkpoint written by RecBole's ``Trainer._save_checkpoint``.
-
-    torch>=2.6 defaults ``torch.load`` to ``weights_only=True``, and RecBole pickles its ``Config``
-    into every checkpoint, so RecBole's own ``evaluate(load_best_model=True)`` and
-    ``resume_checkpoint`` fail with ``UnpicklingError``. Unpickling runs arbitrary code, so this
-    helper only does it for files inside ``trusted_dirs`` (the run's own checkpoint directory).
-    """
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist.")
-    roots = [Path(d).resolve() for d in trusted_dirs]
-    if not any(root == path or root in path.parents for root in roots):
-        raise UntrustedCheckpointError(
-            f"refusing to unpickle '{path}': it is not inside this run's checkpoint directory "
-            f"({', '.join(map(str, roots)) or 'none given'}). Pickle files can run code; copy the "
-            "file into `checkpoint_dir` only if you trust where it came from."
-        )
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # truncated file, not a checkpoint at all, ...
-        raise CorruptCheckpointError(
-            f"checkpoint '{path}' could not be read ({type(err).__name__}: {err}). It is truncated "
-            "or not a RecBole checkpoint; delete it and train again."
-        ) from err
-
-
 def atomic_torch_save(obj, path):
-    """``torch.save`` through a temporary file and a rename, so a killed run never leaves half a file."""
+    """``torch.save`` through a temporary file and a rename, so a killed run never leaves half a file.
+
+    torch's default pickle protocol (2), which its weights-only reader parses: RecBole's tools read the file, and
+    recbole-cora itself reads the safetensors + JSON pair written beside it (``recbole_files``)."""
     from recbole_cora.io import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp, pickle_protocol=4)
+        torch.save(obj, tmp)
 
 
 @contextlib.contextmanager

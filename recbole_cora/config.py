@@ -132,13 +132,24 @@ class Config(RecBoleConfig):
         return self._convert_config_dict(parse_cmd_args(self._cmd_args))
 
     def _convert_config_dict(self, config_dict):
-        import warnings
+        """Strings of --key=value and of ``config_dict`` read as Python literals (``1e-3``, ``[0.8, 0.1, 0.1]``,
+        ``{'RS': [...]}``, ``True``), else kept as text. RecBole's own ``_convert_config_dict`` calls ``eval`` on
+        every string: a saved run's ``config.json`` holding ``"__import__('os').system(...)"`` ran that command
+        when the run was loaded. ``ast.literal_eval`` evaluates nothing but literals."""
+        import ast
 
-        # RecBole evals every string value of --key=value and of config_dict: a template such as '{title} ({year})'
-        # reads as a set being called, and Python warns (SyntaxWarning) before RecBole keeps the string as it is.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)
-            return super()._convert_config_dict(config_dict)
+        for key, param in config_dict.items():
+            if not isinstance(param, str):
+                continue
+            try:
+                value = ast.literal_eval(param.strip())
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                lowered = param.strip().lower()
+                value = True if lowered == "true" else False if lowered == "false" else param
+            if value is not None and not isinstance(value, (str, int, float, list, tuple, dict, bool)):
+                value = param  # a set, bytes or complex number: RecBole keeps those as the text
+            config_dict[key] = value
+        return config_dict
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

@@ -9,8 +9,8 @@ A run is found by what it wrote: an LLM model's folder (``saved/CoRA-<time>/``: 
 ``config.json``; CoLLM's and Laser's last step ``-step2``), a RecBole model's checkpoint (``saved/<Model>-<time>.pth``)
 or the run's results folder (its ``run.json`` names the checkpoint). It is rebuilt from the options it recorded:
 the same dataset and split (refused when the data's split fingerprint changed), the same LLM (refused when its
-weights differ), the stage folders it read, then its trained parameters. Nothing is unpickled but a RecBole
-checkpoint inside its own folder.
+weights differ), the stage folders it read, then its trained parameters. Nothing is unpickled: a RecBole model's
+run is read from the safetensors + JSON pair beside its ``.pth`` (``recbole_files``), or that ``.pth`` weights-only.
 
 Scoring goes through the run's own evaluation path (``LLMTrainer.score_rows``: eval batch size, length bucketing,
 rows split between processes and gathered), so a pair scores as that row would in an evaluation. A pair's history
@@ -52,7 +52,7 @@ def find_saved_model(run):
     """``(kind, path)``: ``("llm", folder)`` or ``("recbole", .pth file)`` for what ``run`` names."""
     path = Path(str(run))
     if path.is_dir() and (path / RUN_FILE).is_file():  # a results folder
-        path = Path(json.loads((path / RUN_FILE).read_text())["saved_model"])
+        path = _read_run_file(path / RUN_FILE)
     for step in ("-step2", "-step1"):  # CoLLM's and Laser's runs: the last step holds the final model
         stepped = path.with_name(path.name + step)
         if not path.exists() and resolve_dir(stepped).is_dir():
@@ -69,6 +69,37 @@ def find_saved_model(run):
         f"'{run}' is not a saved run: give an LLM model's folder (saved/CoRA-<time>/ with trainable.safetensors), a "
         "RecBole model's checkpoint (saved/LightGCN-<time>.pth) or a results folder with run.json."
     )
+
+
+def _read_run_file(path):
+    """The saved model a results folder's ``run.json`` names: a string path to something that exists."""
+    try:
+        saved = json.loads(path.read_text()).get("saved_model")
+    except (OSError, ValueError, AttributeError) as err:
+        raise RunLoadError(f"'{path}' could not be read as {{\"saved_model\": PATH}} ({err}); it is damaged: load "
+                           "the saved model itself (saved/<Model>-<time>).") from err
+    if not isinstance(saved, str) or not saved:
+        raise RunLoadError(f"'{path}' names no saved model (its saved_model is {saved!r}): load the saved model itself.")
+    target = Path(saved) if os.path.isabs(saved) else path.parent / saved
+    if not (target.exists() or any(resolve_dir(target.with_name(target.name + s)).exists() for s in ("-step2", "-step1"))):
+        raise RunLoadError(f"'{path}' names '{saved}', which does not exist: the saved model was moved or deleted.")
+    return target
+
+
+def check_run_record(record, where):
+    """A run record (``config.json``'s or a checkpoint's ``run``) holds what rebuilds the run, with the right types."""
+    if not isinstance(record, dict) or not isinstance(record.get("options"), dict):
+        raise RunLoadError(f"'{where}' holds no run record with options (a JSON object under 'run'): it was not "
+                           "written by recbole-cora, or was edited; train the run again.")
+    options = record["options"]
+    wrong = [key for key in ("model", "dataset") if not isinstance(options.get(key), str)]
+    if not isinstance(record.get("split_fingerprint"), (str, type(None))):
+        wrong.append("split_fingerprint")
+    if not isinstance(record.get("llm"), (dict, type(None))):
+        wrong.append("llm")
+    if wrong:
+        raise RunLoadError(f"'{where}': the run record's {wrong} are missing or of the wrong type; it was edited or "
+                           "damaged: train the run again.")
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -97,6 +128,8 @@ def _read_saved_config(folder):
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise RunLoadError(f"'{path}' could not be read ({err}): the run folder is incomplete; train again.") from err
+    if not isinstance(saved, dict) or not isinstance(saved.get("config", {}), dict):
+        raise RunLoadError(f"'{path}' is not a run's config (a JSON object with 'config' and 'run'): train again.")
     if "run" not in saved:
         raise RunLoadError(
             f"'{folder}' was saved by an older recbole-cora that did not record the options it was run with: it "
@@ -145,6 +178,7 @@ def _load_llm_run(folder, overrides):
 
     saved = _read_saved_config(folder)
     record = saved["run"]
+    check_run_record(record, folder / "config.json")
     config, dataset, splits = _build(_recorded_options(record), overrides)
     ignored = set(PATH_OPTIONS) | FREE_OPTIONS | {"model_options"}  # paths were made absolute; these may change
     diff = config_differences(*({k: v for k, v in c.items() if k not in ignored} for c in (saved["config"], plain_config(config))))
@@ -187,20 +221,28 @@ def _load_llm_run(folder, overrides):
 
 
 def _load_recbole_run(path, overrides):
-    from recbole_cora.compat import load_recbole_checkpoint
+    from recbole_cora.recbole_files import CorruptCheckpointError, read_recbole_model
     from recbole_cora.utils import get_model
 
-    checkpoint = load_recbole_checkpoint(path, trusted_dirs=[path.parent])
+    try:
+        checkpoint = read_recbole_model(path)  # its safetensors + JSON pair, or weights-only: nothing unpickled
+    except CorruptCheckpointError as err:
+        raise RunLoadError(str(err)) from err
     record = checkpoint.get("run")
     if record is None:
         raise RunLoadError(
             f"'{path}' was saved by RecBole or an older recbole-cora, which did not record the options and split it "
             "was trained on: it cannot be rebuilt safely. Train it again with this package."
         )
+    check_run_record(record, checkpoint["source"])
     config, dataset, splits = _build(_recorded_options(record), overrides)
     _check_split(dataset, record.get("split_fingerprint"), path)
     model = get_model(config["model"])(config, splits[0]._dataset).to(config["device"])
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise RunLoadError(f"'{checkpoint['source']}' does not fit {config['model']} as its options build it "
+                           f"({' '.join(str(err).split())[:300]}): it was edited, or saved with other options.") from err
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
     return SavedRun(config, model, dataset, splits, path, "recbole")

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from recbole_cora import checkpoint as ckpt
 from recbole_cora.checkpoint import load_trainable, save_trainable  # noqa: F401 (re-exported)
-from recbole_cora.compat import atomic_torch_save, load_recbole_checkpoint
+from recbole_cora.compat import atomic_torch_save
+from recbole_cora.recbole_files import read_recbole_model, write_recbole_model
 from recbole_cora.data.candidates import answer_metrics, candidate_lists, pair_scores, ranking_struct, target_positions
 from recbole_cora.evaluator import LabeledCollector, evaluate_groups, subset_struct
 from recbole_cora.model.abstract_llm_recommender import NextItemLLMRecommender, place_model
@@ -40,7 +41,8 @@ def eval_row_subset(n, config):
 
 
 class CheckpointMixin:
-    """Atomic checkpoint writes, and reads that work on torch>=2.6 (see ``compat``)."""
+    """Atomic checkpoint writes; reads that never unpickle (``recbole_files``): beside RecBole's ``.pth`` the model
+    is saved as safetensors + JSON, and the best model is loaded back from those."""
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -56,7 +58,8 @@ class CheckpointMixin:
             "optimizer": self.optimizer.state_dict(),
             "run": ckpt.run_record(self.config, self.model, getattr(self, "_split_fingerprint", None)),  # inference
         }
-        atomic_torch_save(state, saved_model_file)
+        atomic_torch_save(state, saved_model_file)  # for RecBole's own tools; recbole-cora reads the pair below
+        write_recbole_model(saved_model_file, self.model, self.config, run=state["run"], epoch=epoch)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -65,9 +68,8 @@ class CheckpointMixin:
         return super().fit(train_data, *args, **kwargs)
 
     def _load_checkpoint(self, checkpoint_file):
-        return load_recbole_checkpoint(
-            checkpoint_file, map_location=self.device, trusted_dirs=[self.checkpoint_dir]
-        )
+        """The safetensors + JSON pair ``_save_checkpoint`` wrote beside the ``.pth``: nothing is unpickled."""
+        return read_recbole_model(checkpoint_file, map_location=self.device)
 
     def load_best_model(self, model_file=None):
         checkpoint_file = model_file or self.saved_model_file

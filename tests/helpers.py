@@ -76,3 +76,43 @@ def answer_scores(model, ids, mask, llm=None):
 
     logits = last_position_answer_logits(llm or model.llm, ids, mask, model.scorer.answer_ids)
     return logits[:, 0] if model.scorer.mode == "yes_logit" else logits[:, 0] - logits[:, 1]
+
+
+class Hostile:
+    """Unpickled, it creates the file ``marker`` (``__reduce__`` calls ``open(marker, "w")``)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+class HostileRecBole:
+    """Unpickled, it creates the folder ``marker`` through a function of RecBole's own (``recbole.utils.ensure_dir``):
+    a pickle that names only RecBole, as a checkpoint does, must still run nothing."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        from recbole.utils import ensure_dir
+
+        return (ensure_dir, (self.marker,))
+
+
+def write_hostile_checkpoint(path, marker, kind="open", protocol=2):
+    """A RecBole-shaped checkpoint (``config``, ``state_dict``, ``run``) whose config is a hostile pickle."""
+    import pickle
+
+    import torch
+
+    if kind == "bare":  # a plain pickle, not torch's zip format
+        with open(path, "wb") as f:
+            pickle.dump(Hostile(marker), f)
+        return path
+    payload = {"open": Hostile, "recbole": HostileRecBole}[kind](marker)
+    checkpoint = {"config": payload, "state_dict": {"w": torch.ones(1)}, "other_parameter": None, "epoch": 0,
+                  "run": {"options": {"model": "LightGCN", "dataset": "ml-100k"}}}
+    torch.save(checkpoint, path, pickle_protocol=protocol)
+    return path

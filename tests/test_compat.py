@@ -4,42 +4,34 @@ import sys
 import pytest
 import torch
 
-from recbole_cora.compat import UntrustedCheckpointError, atomic_torch_save, load_recbole_checkpoint
+from recbole_cora.compat import atomic_torch_save
 from recbole_cora.config import Config
 
 from conftest import QUIET, ROOT
 
 
-def _recbole_style_checkpoint(path):
-    config = Config("BPR", "ml-100k", config_dict=QUIET)
-    torch.save({"config": config, "state_dict": {"w": torch.ones(2)}}, path)  # as RecBole's trainer does
+def test_recbole_s_pth_reads_back_weights_only_on_current_torch(tmp_path):
+    # torch>=2.6 loads weights-only by default and RecBole pickles its Config into every checkpoint, so RecBole's
+    # own load_best_model fails; recbole-cora writes the file at torch's default protocol, which the weights-only
+    # reader parses (tests/test_loading.py holds the rest: the pair written beside it, foreign files).
+    from recbole_cora.recbole_files import read_foreign_checkpoint
 
-
-def test_recbole_checkpoints_need_the_shim_on_current_torch(tmp_path):
-    path = tmp_path / "saved" / "BPR.pth"
-    path.parent.mkdir()
-    _recbole_style_checkpoint(path)
+    path = tmp_path / "BPR.pth"
+    atomic_torch_save({"config": Config("BPR", "ml-100k", config_dict=QUIET), "state_dict": {"w": torch.ones(2)}}, path)
     with pytest.raises(Exception, match="[Ww]eights only load failed"):
-        torch.load(path)  # what RecBole 1.2.1's Trainer.evaluate/resume_checkpoint call
-    checkpoint = load_recbole_checkpoint(path, trusted_dirs=[tmp_path / "saved"])
-    assert torch.equal(checkpoint["state_dict"]["w"], torch.ones(2))
+        torch.load(path)
+    assert torch.equal(read_foreign_checkpoint(path)["state_dict"]["w"], torch.ones(2))
+    assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left no temporary file
 
 
-def test_files_outside_the_run_are_never_unpickled(tmp_path):
-    (tmp_path / "elsewhere").mkdir()
-    path = tmp_path / "elsewhere" / "x.pth"
-    _recbole_style_checkpoint(path)
-    with pytest.raises(UntrustedCheckpointError, match="not inside this run's checkpoint directory"):
-        load_recbole_checkpoint(path, trusted_dirs=[tmp_path / "saved"])
+def test_a_truncated_checkpoint_gets_a_clear_error(tmp_path):
+    from recbole_cora.recbole_files import CorruptCheckpointError, read_recbole_model
 
-
-def test_truncated_checkpoint_gets_a_clear_error(tmp_path):
     path = tmp_path / "ckpt.pth"
     atomic_torch_save({"state_dict": {"w": torch.ones(1000)}}, path)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(RuntimeError, match="truncated or not a RecBole checkpoint"):
-        load_recbole_checkpoint(path, trusted_dirs=[tmp_path])
-    assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left no temporary file
+    with pytest.raises(CorruptCheckpointError, match="truncated or not a RecBole checkpoint"):
+        read_recbole_model(path)
 
 
 def test_the_plugin_never_imports_recbole_quick_start():

@@ -8,7 +8,6 @@ nothing); Laser and RSLLM read a sequential encoder and the titles (the next ite
 """
 
 import pytest
-import torch
 from recbole.data import data_preparation
 from recbole.utils import init_seed
 

@@ -1,5 +1,6 @@
 import copy
 import os
+import shutil
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from recbole.data import data_preparation
 from recbole.utils import init_seed
 
 from recbole_cora import run_recbole_cora
-from recbole_cora.compat import UntrustedCheckpointError
+from recbole_cora.recbole_files import UntrustedCheckpointError
 from recbole_cora.config import Config
 from recbole_cora.model.encoders import CFCheckpointError, FrozenDINEncoder
 from recbole_cora.model.llm_recommender.reclora import RecLoRA
@@ -203,7 +204,7 @@ def test_run_recbole_cora_reports_all_warm_cold_with_the_din_row(tiny_llm, stage
         assert f"| RecLoRA | {group} |" in out["table"]
 
 
-def test_din_stage_is_reused_and_refused_for_another_split_or_an_untrusted_file(tiny_llm, stage_root, tmp_path):
+def test_din_stage_is_reused_and_refused_for_another_split_or_a_pickle_it_cannot_read_safely(tiny_llm, stage_root, tmp_path):
     config, model, _ = build(tiny_llm, stage_root)
     stage = config["reclora_stage_dir"]
     stamp = os.stat(os.path.join(stage, "encoder.json")).st_mtime_ns
@@ -222,17 +223,25 @@ def test_din_stage_is_reused_and_refused_for_another_split_or_an_untrusted_file(
     other_config["reclora_stage_dir"] = stage
     with pytest.raises(CFCheckpointError, match="another split"):
         RecLoRA(other_config, other_train._dataset)
-    # RecBole's pickled checkpoint is only read from inside its own stage folder
-    outside = tmp_path / "elsewhere.pth"
-    checkpoint = os.path.join(stage, "recbole_model.pth")
-    os.replace(checkpoint, outside)
-    try:
-        os.symlink(outside, checkpoint)
-        with pytest.raises(UntrustedCheckpointError, match="refusing to unpickle"):
-            FrozenDINEncoder.from_stage(stage, dataset)
-    finally:
-        os.remove(checkpoint)
-        os.replace(outside, checkpoint)
+    # the stage is read from its safetensors + JSON pair: a hostile recbole_model.pth beside it is never opened
+    from helpers import write_hostile_checkpoint
+    from recbole_cora.recbole_files import sidecars
+
+    copied = tmp_path / "din-stage"
+    shutil.copytree(stage, copied)
+    marker = tmp_path / "marker"
+    write_hostile_checkpoint(copied / "recbole_model.pth", marker, "open")
+    FrozenDINEncoder.from_stage(copied, dataset)
+    for path in sidecars(copied / "recbole_model.pth"):
+        path.unlink()
+    with pytest.raises(UntrustedCheckpointError, match="--trust_checkpoint"):
+        FrozenDINEncoder.from_stage(copied, dataset)
+    shared = Config("RecLoRA", "ml-100k", config_dict={**SMALL_RECLORA, "llm_path": tiny_llm, "cf_checkpoint_dir": stage_root,
+                                                     "reclora_stage_dir": str(copied)})  # a stage a colleague shares
+    shared_train, _, _ = data_preparation(shared, create_dataset(shared))
+    with pytest.raises(UntrustedCheckpointError, match="--trust_checkpoint"):
+        RecLoRA(shared, shared_train._dataset)
+    assert not marker.exists()
 
 
 def test_the_trainer_trains_the_llm_on_the_few2many_rows_only(tiny_llm, stage_root):

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from recbole_cora.compat import keep_anomaly_mode, load_recbole_checkpoint
+from recbole_cora.compat import keep_anomaly_mode
 
 CF_STAGE_FILE = "embeddings.safetensors"  # a CF stage's tables; written last
 DIN_STAGE_FILE = "encoder.json"
@@ -48,6 +48,12 @@ def read_stage_meta(stage, name, dataset, runner):
         meta = json.loads(path.read_text())
     except ValueError as err:
         raise CFCheckpointError(f"'{path}' could not be read ({err}): it is truncated; delete the stage.") from err
+    tokens = ("user_tokens", "item_tokens")
+    if (not isinstance(meta, dict) or not all(isinstance(meta.get(key), str) for key in ("dataset", "model"))
+            or not all(isinstance(meta.get(key), list) and all(isinstance(t, str) for t in meta[key]) for key in tokens)):
+        raise CFCheckpointError(
+            f"'{path}' is not a stage record (a JSON object with the dataset, the model and the user and item tokens as "
+            "strings): it was edited or damaged; delete the stage folder to train it again.")
     if meta.get("dataset") != dataset.dataset_name:
         raise CFCheckpointError(
             f"stage '{stage}' was trained on dataset '{meta.get('dataset')}', not '{dataset.dataset_name}'. "
@@ -61,6 +67,33 @@ def read_stage_meta(stage, name, dataset, runner):
             "with the split it was trained on."
         )
     return meta
+
+
+STAGE_MODEL_FILE = "recbole_model.pth"  # RecBole's checkpoint of a stage; read through its safetensors + JSON pair
+
+
+def read_stage_model(stage):
+    """The stage's trained RecBole model as plain values (``recbole_files.read_recbole_model``): nothing unpickled."""
+    from recbole_cora.recbole_files import CorruptCheckpointError, read_recbole_model
+
+    try:
+        return read_recbole_model(Path(stage) / STAGE_MODEL_FILE)
+    except (CorruptCheckpointError, FileNotFoundError) as err:
+        raise CFCheckpointError(f"stage '{stage}': {err} Delete the stage folder to train it again.") from err
+
+
+def rebuild_stage_config(checkpoint, stage):
+    """The stage model's RecBole Config, rebuilt from the options its checkpoint recorded (never unpickled)."""
+    from recbole_cora.config import Config
+
+    options = dict(checkpoint["options"])
+    options.update({"state": "WARNING", "show_progress": False})
+    try:
+        return Config(model=options["model"], dataset=options["dataset"], config_dict=options, check=False)
+    except Exception as err:  # options that do not make a Config: a hand-edited or foreign record
+        raise CFCheckpointError(
+            f"stage '{stage}': the options its checkpoint recorded do not rebuild its model ({type(err).__name__}: "
+            f"{err}). Delete the stage folder to train it again.") from err
 
 
 class CFInputNorm(nn.Module):
@@ -196,8 +229,8 @@ class FrozenDINEncoder(nn.Module):
                 f"stage '{stage}' reads histories of {meta.get('history_len')} items, this dataset carries "
                 f"{width} (`{option}`): run the stage for this history length."
             )
-        checkpoint = load_recbole_checkpoint(stage / "recbole_model.pth", map_location="cpu", trusted_dirs=[stage])
-        stage_config = checkpoint["config"]
+        checkpoint = read_stage_model(stage)
+        stage_config = rebuild_stage_config(checkpoint, stage)
         stage_config["device"] = torch.device(device)  # DIN builds its attention mask on this device
         # DIN's feature tables are rebuilt from the same atomic files with the stage's own options.
         stage_dataset = (NextItemDataset if sequential else LabeledDataset)(stage_config)
@@ -270,9 +303,9 @@ class FrozenSequentialRecommender(nn.Module):
         meta = read_stage_meta(stage, SEQUENCE_STAGE_FILE, dataset, "run_sequence_stage")
         if meta.get("item_tokens") != [str(t) for t in dataset.field2id_token[dataset.iid_field]]:
             raise CFCheckpointError(f"stage '{stage}' numbers the items differently from this dataset: delete it to retrain.")
-        checkpoint = load_recbole_checkpoint(stage / "recbole_model.pth", map_location="cpu", trusted_dirs=[stage])
+        checkpoint = read_stage_model(stage)
         with keep_anomaly_mode():
-            recommender = get_model(meta["model"])(checkpoint["config"], dataset)
+            recommender = get_model(meta["model"])(rebuild_stage_config(checkpoint, stage), dataset)
         recommender.load_state_dict(checkpoint["state_dict"])
         return cls(recommender, meta["model"])
 

@@ -2,9 +2,10 @@
 in a folder keyed by the model, the split fingerprint and the options that change what it learns, and found
 there again by later runs (or refused when its split differs).
 
-A stage folder holds RecBole's checkpoint (``recbole_model.pth``), ``result.json`` (the stage model's own
-valid/test metrics) and what the stage's ``save`` writes, last of all its ``done_file``: the stage is complete
-when that file exists.
+A stage folder holds the trained model as ``recbole_model.safetensors`` + ``recbole_model.json`` (what its reader
+loads: weights, and the options that rebuild its Config; ``recbole_files``), RecBole's own ``recbole_model.pth``
+beside them (for RecBole's tools; never read back), ``result.json`` (the stage model's own valid/test metrics) and
+what the stage's ``save`` writes, last of all its ``done_file``: the stage is complete when that file exists.
 """
 
 import hashlib

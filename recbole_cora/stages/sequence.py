@@ -2,7 +2,8 @@
 default, SASRec or GRU4Rec as options) trained by RecBole on the next-item train split, then frozen. Laser reads
 its item embeddings of the user's history; the pipeline also reports its own full ranking beside Laser's.
 
-Its folder holds RecBole's checkpoint of the best epoch and, written last, ``encoder.json``: dataset name,
+Its folder holds the best epoch's model (safetensors + JSON, and RecBole's ``.pth`` beside them) and, written last,
+``encoder.json``: dataset name,
 model, split fingerprint and the item tokens in its id order (``FrozenSequentialRecommender`` checks them).
 """
 
