@@ -158,9 +158,30 @@ def save_trainable(model, folder, config, state, fingerprint=None):
     ``run``: what rebuilds the run, see ``run_record``), published atomically."""
     tmp = temporary_dir(folder)
     save_tensors(model.trainable_state_dict(), tmp / "trainable.safetensors", metadata={"model": type(model).__name__})
-    saved = {"config": plain_config(config), "state": state, "run": run_record(config, model, fingerprint)}
+    saved = {"config": plain_config(config), "state": state, "run": run_record(config, model, fingerprint),
+             "trainable_sha256": file_sha256(tmp / "trainable.safetensors")}
     (tmp / "config.json").write_text(json.dumps(saved, indent=2, default=str))
     publish_dir(tmp, folder)
+
+
+def file_sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _recorded_sha256(config_file):
+    """The sha256 a model folder's config.json recorded for its trainable.safetensors (None: a resume state's
+    folder, or a folder saved before the hash was recorded)."""
+    try:
+        value = json.loads(Path(config_file).read_text()).get("trainable_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def load_trainable(model, folder):
@@ -169,6 +190,10 @@ def load_trainable(model, folder):
     if not path.is_file():
         raise FileNotFoundError(f"no saved model at '{path}': train first, or point `model_file` at a saved run folder.")
     tensors = load_tensors(path, "the saved model is unusable; train again")
+    recorded = _recorded_sha256(folder / "config.json")
+    if recorded is not None and recorded != file_sha256(path):  # a flipped bit the safetensors parser cannot see
+        raise CheckpointError(f"'{path}' is not the file '{folder / 'config.json'}' was written with (its sha256 "
+                              "differs): it was damaged or replaced; train again.")
     expected = set(model.trainable_state_dict())
     if set(tensors) != expected:
         raise CheckpointError(
@@ -239,18 +264,36 @@ def latest_state(resume_dir):
             f"'{resume_dir}' holds no complete resume state (no LATEST file): the run was killed before its "
             "first checkpoint. Start it again without --resume."
         )
-    state = resume_dir / pointer.read_text().strip()
+    name = pointer.read_text().strip()
+    if not name.startswith("state-") or "/" in name or "\\" in name or ".." in name:
+        raise CheckpointError(f"'{pointer}' names '{name[:80]}', not a state folder of '{resume_dir}': it was edited or "
+                              f"damaged; delete '{resume_dir}' and start again without --resume.")
+    state = resume_dir / name
     if not (state / "state.json").is_file():
         raise CheckpointError(f"resume state '{state}' named in '{pointer}' is missing or incomplete; delete '{resume_dir}'.")
     return state
 
 
+# What a resume state's state.json must hold, and of which JSON types (``LLMTrainer._save_resume_state``).
+STATE_FIELDS = {"epoch": int, "batches": int, "finished": bool, "cur_step": int, "processes": int, "model_file": str,
+                "config": dict, "optimizer": dict}
+
+
 def read_state(state_dir):
     path = Path(state_dir) / "state.json"
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"'{path}' could not be read ({err}): delete its resume folder and start again.") from err
+    wrong = ([key for key, kind in STATE_FIELDS.items() if not isinstance(state.get(key), kind)
+              or (kind is int and isinstance(state.get(key), bool))] if isinstance(state, dict) else ["the whole file"])
+    if not wrong and not (isinstance(state["optimizer"].get("param_groups"), list)
+                          and isinstance(state["optimizer"].get("scalars"), dict)):
+        wrong = ["optimizer"]
+    if wrong:
+        raise CheckpointError(f"'{path}' is not a resume state ({', '.join(wrong)} missing or of the wrong type): it was "
+                              "edited or damaged; delete its resume folder and start again without --resume.")
+    return state
 
 
 def config_differences(saved, current):

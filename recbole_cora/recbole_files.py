@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from recbole_cora.checkpoint import file_sha256
 from recbole_cora.io import atomic_path
 
 FORMAT = 1
@@ -69,16 +70,6 @@ def write_recbole_model(pth, model, config, run=None, epoch=None):
     write_pair(pth, model.state_dict(), other, saved_options(config), run, epoch)
 
 
-def _sha256(path):
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_pair(pth, state_dict, other, options, run=None, epoch=None):
     from safetensors.torch import save_file
 
@@ -97,7 +88,7 @@ def write_pair(pth, state_dict, other, options, run=None, epoch=None):
     stamp = str(epoch if epoch is not None else -1)
     with atomic_path(tensors_path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": str(FORMAT), "epoch": stamp})
-    record = {"format": FORMAT, "epoch": int(stamp), "tensors_sha256": _sha256(tensors_path), "options": options,
+    record = {"format": FORMAT, "epoch": int(stamp), "tensors_sha256": file_sha256(tensors_path), "options": options,
               "run": run, "other_parameter": other_plain}
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str))
@@ -137,10 +128,6 @@ def _read_pair(pth, map_location):
     problems = _record_problems(record)
     if problems:
         raise CorruptCheckpointError(f"'{json_path}' is not a checkpoint record of recbole-cora: {problems}.")
-    if _sha256(tensors_path) != record["tensors_sha256"]:
-        raise CorruptCheckpointError(
-            f"'{tensors_path}' is not the file '{json_path.name}' was written with (its sha256 differs): it was "
-            "damaged, replaced, or the run was stopped between the two; train again.")
     try:
         with safe_open(str(tensors_path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -149,6 +136,10 @@ def _read_pair(pth, map_location):
         raise CorruptCheckpointError(
             f"'{tensors_path}' could not be read ({err}): it is truncated or not a safetensors file; train again."
         ) from err
+    if file_sha256(tensors_path) != record["tensors_sha256"]:
+        raise CorruptCheckpointError(
+            f"'{tensors_path}' is not the file '{json_path.name}' was written with (its sha256 differs): it was "
+            "damaged, replaced, or the run was stopped between the two; train again.")
     if str(metadata.get("epoch")) != str(record["epoch"]):
         raise CorruptCheckpointError(
             f"'{tensors_path}' (epoch {metadata.get('epoch')}) and '{json_path}' (epoch {record['epoch']}) were not "

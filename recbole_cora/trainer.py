@@ -810,6 +810,10 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self.cur_step = state["cur_step"]
         self.best_valid_score = float(state["best_valid_score"])
         self.best_valid_result = state["best_valid_result"]
+        if Path(state["model_file"]).name != state_dir.parent.name[: -len(".resume")]:  # it saves where the run did
+            raise ckpt.CheckpointError(
+                f"resume state '{state_dir}' names the model folder '{state['model_file']}', not its own run's: it was "
+                "edited or copied from another run; resume that run, or start again without --resume.")
         self.saved_model_file = state["model_file"]
         self.start_epoch = state["epoch"]
         self._pending_scheduler = state["scheduler"]

@@ -136,6 +136,15 @@ def test_bad_runs_and_bad_pairs_get_one_sentence_each(cora_run, tmp_path):
 
     with pytest.raises(RunLoadError, match="truncated or not a safetensors file"):
         load_run(copy(truncate))
+
+    def flip(meta, target):  # one bit of a weight: the file still parses, its sha256 does not match config.json's
+        path = target / "trainable.safetensors"
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0x01
+        path.write_bytes(bytes(data))
+
+    with pytest.raises(RunLoadError, match="sha256 differs"):
+        load_run(copy(flip))
     with pytest.raises(RunLoadError, match="only .* not \\['lora_rank'\\]"):
         load_run(saved, lora_rank=8)
     run = load_run(saved)

@@ -366,6 +366,24 @@ def test_read_recbole_model_names_a_missing_file(tmp_path):
         read_recbole_model(tmp_path / "missing.pth")
 
 
+def test_a_resume_folder_s_pointer_and_state_are_checked_before_use(tmp_path):
+    from recbole_cora import checkpoint as ckpt
+
+    resume = tmp_path / "CoRA-x.resume"
+    state = resume / "state-e0-b2"
+    state.mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "state.json").write_text("{}")
+    (resume / "LATEST").write_text("../elsewhere")
+    with pytest.raises(CheckpointError, match="not a state folder"):
+        ckpt.latest_state(resume)
+    (resume / "LATEST").write_text("state-e0-b2")
+    for text in ("[]", json.dumps({"epoch": "1"}), json.dumps({"epoch": True})):
+        (state / "state.json").write_text(text)
+        with pytest.raises(CheckpointError, match="is not a resume state"):
+            ckpt.read_state(ckpt.latest_state(resume))
+
+
 # ------------------------------------------------------------------------------------------------ inference flags
 def test_inference_flags_are_checked_before_anything_loads(tmp_path, capsys):
     missing = str(tmp_path / "no-run")
