@@ -35,7 +35,7 @@ from recbole_cora.checkpoint import (PATH_OPTIONS, CheckpointError, config_diffe
 RUN_FILE = "run.json"  # in a results folder: where the run's trained model is
 # Options a loaded run may change: where and how it runs and evaluates, not what it computes.
 FREE_OPTIONS = {"show_progress", "state", "eval_batch_size", "eval_rows", "curve_epochs", "resume", "device_map",
-                "llm_max_memory", "llm_offload_dir", "results_dir", "checkpoint_dir"}
+                "llm_max_memory", "llm_offload_dir", "results_dir", "checkpoint_dir", "trust_remote_code"}
 
 
 class RunLoadError(ValueError):
@@ -155,6 +155,12 @@ def _build(options, overrides):
     from recbole_cora.config import Config
     from recbole_cora.utils import create_dataset
 
+    if options.get("trust_remote_code") and overrides.get("trust_remote_code") is not True:
+        # a saved run's record must not switch on the execution of code shipped with a model folder
+        raise RunLoadError(
+            f"the run was trained with trust_remote_code: True, which runs Python code from the folder of llm_path "
+            f"'{options.get('llm_path')}'. A loaded run does not take that from its files: if you trust that model's "
+            "code, say so yourself (load_run(..., trust_remote_code=True), or --trust_remote_code=True).")
     config = Config(config_dict={**options, "state": "WARNING", **overrides}, check=False)
     init_seed(config["seed"], config["reproducibility"])
     make_run_dirs(config)

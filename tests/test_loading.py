@@ -366,6 +366,17 @@ def test_read_recbole_model_names_a_missing_file(tmp_path):
         read_recbole_model(tmp_path / "missing.pth")
 
 
+def test_a_loaded_run_never_takes_trust_remote_code_from_its_files(lightgcn_run, tmp_path):
+    _, pth = lightgcn_run
+    copied = copy_run(pth, tmp_path / "saved")
+    record = json.loads(sidecars(copied)[1].read_text())
+    record["run"]["options"]["trust_remote_code"] = True
+    sidecars(copied)[1].write_text(json.dumps(record))
+    with pytest.raises(RunLoadError, match="trust_remote_code: True.*say so yourself"):
+        load_run(copied)
+    assert load_run(copied, trust_remote_code=True).config["trust_remote_code"] is True
+
+
 def test_a_resume_folder_s_pointer_and_state_are_checked_before_use(tmp_path):
     from recbole_cora import checkpoint as ckpt
 
