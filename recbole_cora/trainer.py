@@ -273,6 +273,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self._pending_scheduler = self._resume_position = self._resume_rng = None
         self._resumed = self._resumed_finished = False
         self._fingerprint = self._resumed_fingerprint = None
+        self._matrix_seconds = None  # the last item-matrix pass (Laser), counted by the time estimate
         self._timed = False  # the time estimate is logged once, from the first training steps of this trainer
         if self.optimizer is None:  # nothing trains (ZeroShot): the model is only evaluated
             self.wrapped = model if config["device_map"] else self.accelerator.prepare(model)
@@ -476,11 +477,20 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
 
         step = (time.time() - clock) / done
         epochs = max(1, self.epochs - epoch_idx)
+        epoch_seconds, matrix = step * n_batches, ""
+        if self.next_item and self.model.item_side_trains and self._matrix_seconds is not None:
+            # the weights the item matrix is computed with train: every item goes through the LLM again once per
+            # epoch (and every item_refresh_steps), which on a large catalogue costs more than the steps themselves
+            refresh = int(self.model.item_refresh_steps or 0)
+            passes = 1 + ((n_batches - 1) // refresh if refresh else 0)
+            epoch_seconds += passes * self._matrix_seconds
+            matrix = (f" + {duration(passes * self._matrix_seconds)} for {passes} item-matrix pass(es) of "
+                      f"{self.model.n_items - 1} items ({duration(self._matrix_seconds)} each, measured)")
         with tqdm.external_write_mode():  # the line goes above the progress bar, not into it
             self.logger.info(
                 set_color("time", "yellow") + f": {step:.1f} s a training step (measured over {done}): an epoch of "
-                f"{n_batches} steps takes about {duration(step * n_batches)}; {epochs} epoch(s) at most "
-                f"{duration(step * n_batches * epochs)} of training, evaluations not counted (each is timed in its log line)"
+                f"{n_batches} steps takes about {duration(step * n_batches)}{matrix}; {epochs} epoch(s) at most "
+                f"{duration(epoch_seconds * epochs)} of training, evaluations not counted (each is timed in its log line)"
             )
         self._timed = True
         return None
@@ -556,6 +566,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         n_items = self.model.n_items
         was_training = self.model.training
         self.model.eval()
+        started = time.time()
         ids = list(range(1, n_items))
         local = {"row": [], "vector": []}
         with self.accelerator.split_between_processes(ids) as mine:
@@ -573,6 +584,11 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self.model.set_item_matrix(matrix)
         self._save_prompt_caches()
         self.model.train(was_training)
+        self._matrix_seconds = time.time() - started  # the time estimate counts these passes
+        from recbole_cora.plan import duration
+
+        self.logger.info(set_color("item matrix", "yellow") + f": {n_items - 1} items through the LLM in "
+                         f"{duration(self._matrix_seconds)}")
 
     def _longest_first(self, eval_data, rows, model):
         """``rows`` with the longest prompts first (``length_bucketing``: batches of like lengths, less padding; no
