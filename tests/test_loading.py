@@ -37,14 +37,10 @@ def listing(folder):
 @pytest.fixture(scope="module")
 def lightgcn_run(tmp_path_factory):
     """A RecBole model's run trained through the plugin: saved/LightGCN-<time>.pth and its safetensors + JSON pair."""
-    folder = tmp_path_factory.mktemp("lightgcn")
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # RecBole writes saved/ and log/ where it runs
+        patch.chdir(tmp_path_factory.mktemp("lightgcn"))
         result = run_recbole_cora("LightGCN", "ml-100k", config_dict={
             **QUIET, "epochs": 2, "eval_rows": 300, "time_window": ["1998-03-01", "1998-05-01"]})
-    finally:
-        os.chdir(cwd)
     pth = Path(json.loads(Path(result["results_dir"], "run.json").read_text())["saved_model"])
     return result, pth
 
