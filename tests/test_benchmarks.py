@@ -6,6 +6,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 STEPS = ["cora_train_step", "cora_train_step_checkpointing", "cora_train_step_no_lora_dropout"]
@@ -124,3 +126,46 @@ def test_probe_reclora_gates_tells_a_shared_mixture_from_personal_ones():
     personal = probe.mixture_stats(Model(gates), batches)
     assert personal["alpha_tv_to_mean"] > 0.3 and personal["alpha_entropy"] < 0.7 and personal["alpha_max"] > 0.5
     assert -1 <= personal["u_cosine"] <= 1 and personal["u_cosine"] == shared["u_cosine"]
+
+
+@pytest.mark.parametrize("model,task", [("Laser", "next_item"), ("RSLLM", "candidates")])
+def test_diagnose_reports_the_loss_against_the_trivial_one_and_what_each_model_is_diagnosed_by(tiny_llm, tmp_path, model, task):
+    """benchmarks/diagnose.py on the planted next-item data: per-step loss and gradient groups, the trivial loss of
+    the task, Laser's anisotropy, RSLLM's correlation of scores with answer length."""
+    import yaml
+
+    import planted
+    from conftest import ROOT
+
+    planted.next_item(tmp_path / "data")
+    options = {**planted.OPTIONS, "MAX_ITEM_LIST_LENGTH": 11, "data_path": str(tmp_path / "data"), "task": task,
+               "llm_path": tiny_llm, "train_batch_size": 16, "eval_batch_size": 16, "history_len": 4,
+               "stage1_epochs": 1, "stage2_epochs": 1, "train_rows_per_epoch": 32, "eval_rows": 24,
+               "lora_rank": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"],
+               "cf_checkpoint_dir": str(tmp_path / "stages"),
+               "sequential_encoder_config": {"epochs": 2, "hidden_size": 16, "n_layers": 1, "n_heads": 1,
+                                             "inner_size": 32, "train_batch_size": 256}}
+    if model == "Laser":
+        options.update({"mformer_layers": 1, "mformer_width": 32, "mformer_heads": 2, "num_queries": 4,
+                        "num_experts": 4, "user_vector_size": 32})
+    else:
+        options.update({"candidate_count": 6, "generate_answers": False})
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**options, "dataset": "planted-next"}))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "diagnose.py"), "--model", model,
+                           "--config_files", str(config), "--out", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "d" / "diagnosis.json").read_text())
+    assert [s["stage"] for s in report["steps"]] == [1, 1, 2, 2]  # 32 rows in batches of 16, two stages
+    assert all(s["loss"] > 0 and s["grad"] for s in report["steps"])
+    assert "LoRA" in report["steps"][0]["grad"] or model == "Laser"
+    for when in ("untrained", "trained"):
+        assert report[when]["metrics"]["ndcg@10"] >= 0 and report[when]["score_std"] >= 0
+    if model == "Laser":
+        assert abs(report["trivial_loss"] - math.log(40)) < 1e-9  # a uniform guess over the 40 items
+        assert 0 < report["untrained"]["item_energy_top3"] <= 1 and -1 <= report["trained"]["item_pair_cosine"] <= 1
+    else:
+        assert abs(report["trivial_loss"] - math.log(6)) < 1e-9
+        assert -1 <= report["untrained"]["spearman_score_vs_answer_length"] <= 1
+    assert (tmp_path / "d" / "diagnosis.png").is_file() and "Trivial loss" in done.stdout
