@@ -151,6 +151,19 @@ def _read_pair(pth, map_location):
                              run=record["run"], epoch=record["epoch"], source=str(tensors_path))
 
 
+def rebuild_config(checkpoint):
+    """The model's RecBole Config, rebuilt from the options its checkpoint recorded (never unpickled)."""
+    from recbole_cora.config import Config
+
+    options = {**checkpoint["options"], "state": "WARNING", "show_progress": False}
+    try:
+        return Config(model=options["model"], dataset=options["dataset"], config_dict=options, check=False)
+    except Exception as err:  # options that do not make a Config: a hand-edited or foreign record
+        raise CorruptCheckpointError(
+            f"'{checkpoint['source']}': the options it recorded do not rebuild its model ({type(err).__name__}: "
+            f"{err}).") from err
+
+
 def _record_problems(record):
     if not isinstance(record, dict):
         return f"it holds a {type(record).__name__}, not an object"

@@ -333,8 +333,7 @@ def test_any_json_in_any_loader_file_gets_one_sentence_and_writes_nothing(tmp_pa
     sidecars(pair)[1].write_text(text)
     llm = root / "llm" / "CoRA-x"
     llm.mkdir(parents=True)
-    torch.save  # the LLM folder: an empty trainable.safetensors and the fuzzed config.json
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # the LLM folder: an empty trainable.safetensors, the fuzzed config.json
 
     save_file({}, str(llm / "trainable.safetensors"))
     (llm / "config.json").write_text(text)

@@ -73,27 +73,14 @@ STAGE_MODEL_FILE = "recbole_model.pth"  # RecBole's checkpoint of a stage; read 
 
 
 def read_stage_model(stage):
-    """The stage's trained RecBole model as plain values (``recbole_files.read_recbole_model``): nothing unpickled."""
-    from recbole_cora.recbole_files import CorruptCheckpointError, read_recbole_model
+    """The stage's trained RecBole model as plain values and its rebuilt Config (``recbole_files``): nothing unpickled."""
+    from recbole_cora.recbole_files import CorruptCheckpointError, read_recbole_model, rebuild_config
 
     try:
-        return read_recbole_model(Path(stage) / STAGE_MODEL_FILE)
+        checkpoint = read_recbole_model(Path(stage) / STAGE_MODEL_FILE)
+        return checkpoint, rebuild_config(checkpoint)
     except (CorruptCheckpointError, FileNotFoundError) as err:
         raise CFCheckpointError(f"stage '{stage}': {err} Delete the stage folder to train it again.") from err
-
-
-def rebuild_stage_config(checkpoint, stage):
-    """The stage model's RecBole Config, rebuilt from the options its checkpoint recorded (never unpickled)."""
-    from recbole_cora.config import Config
-
-    options = dict(checkpoint["options"])
-    options.update({"state": "WARNING", "show_progress": False})
-    try:
-        return Config(model=options["model"], dataset=options["dataset"], config_dict=options, check=False)
-    except Exception as err:  # options that do not make a Config: a hand-edited or foreign record
-        raise CFCheckpointError(
-            f"stage '{stage}': the options its checkpoint recorded do not rebuild its model ({type(err).__name__}: "
-            f"{err}). Delete the stage folder to train it again.") from err
 
 
 class CFInputNorm(nn.Module):
@@ -229,8 +216,7 @@ class FrozenDINEncoder(nn.Module):
                 f"stage '{stage}' reads histories of {meta.get('history_len')} items, this dataset carries "
                 f"{width} (`{option}`): run the stage for this history length."
             )
-        checkpoint = read_stage_model(stage)
-        stage_config = rebuild_stage_config(checkpoint, stage)
+        checkpoint, stage_config = read_stage_model(stage)
         stage_config["device"] = torch.device(device)  # DIN builds its attention mask on this device
         # DIN's feature tables are rebuilt from the same atomic files with the stage's own options.
         stage_dataset = (NextItemDataset if sequential else LabeledDataset)(stage_config)
@@ -303,9 +289,9 @@ class FrozenSequentialRecommender(nn.Module):
         meta = read_stage_meta(stage, SEQUENCE_STAGE_FILE, dataset, "run_sequence_stage")
         if meta.get("item_tokens") != [str(t) for t in dataset.field2id_token[dataset.iid_field]]:
             raise CFCheckpointError(f"stage '{stage}' numbers the items differently from this dataset: delete it to retrain.")
-        checkpoint = read_stage_model(stage)
+        checkpoint, stage_config = read_stage_model(stage)
         with keep_anomaly_mode():
-            recommender = get_model(meta["model"])(rebuild_stage_config(checkpoint, stage), dataset)
+            recommender = get_model(meta["model"])(stage_config, dataset)
         recommender.load_state_dict(checkpoint["state_dict"])
         return cls(recommender, meta["model"])
 
