@@ -88,9 +88,12 @@ def test_the_cached_likelihood_of_each_candidate_equals_a_full_forward_of_each(t
     assert torch.allclose(mean.candidate_scores(batch, lists), cached / counts, atol=1e-4)
 
 
-def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, slice_path, stage_root):
-    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item")
-    model.set_stage(2)
+@pytest.mark.parametrize("stage,user_token", [(1, False), (2, False), (2, True)])
+def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, slice_path, stage_root, stage,
+                                                                      user_token):
+    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item",
+                                        user_token=user_token)
+    model.set_stage(stage)
     model.eval()
     rows = [0, 5, 9]
     batch = first_batch(test, rows)
@@ -98,9 +101,12 @@ def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, s
     scores = model.candidate_scores(batch, lists)  # one padded batch
     with torch.no_grad():
         for r, prompt in enumerate(model.build_prompts(batch["item_id_list"], lists)):
-            embeds, mask, _, _ = model.embed([prompt])  # the prompt alone: no padding
+            assert (prompt.user_at is not None) == (stage == 2 and user_token)
+            # the prompt alone: no padding
+            embeds, mask, _, _ = model.embed([prompt], history=batch["item_id_list"][r:r + 1])
             hidden = model.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[0]
             for c, (start, end) in enumerate(prompt.spans):
+                end += stage == 2  # a candidate's ID token follows its title and belongs to it
                 expected = F.cosine_similarity(hidden[len(prompt.ids) - 1], hidden[start:end].mean(0), dim=0)
                 assert torch.allclose(scores[r, c], expected, atol=1e-5), (r, c)
 
@@ -157,8 +163,33 @@ def test_projected_ids_land_at_their_placeholders_and_nowhere_else(tiny_llm, sli
     assert all(model.prompts.placeholder_id not in p.ids for p in text)
 
 
-def test_each_loss_term_matches_a_plain_reference(tiny_llm, slice_path, stage_root, monkeypatch):
-    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
+def test_the_user_token_ends_a_stage_two_prompt_with_the_projected_state_sasrec_ranks_by(tiny_llm, slice_path,
+                                                                                          stage_root):
+    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, user_token=True)
+    model.eval()
+    batch = first_batch(test, range(4))
+    history = batch["item_id_list"]
+    states = model.sequence_encoder.user_states(history)
+    # the state is the vector SASRec's own ranking scores every item against
+    assert torch.allclose(states @ model.sequence_encoder.item_embeddings(torch.arange(model.n_items)).T,
+                          model.sequence_encoder.full_sort_predict(batch), atol=1e-5)
+    lists = candidate_lists(config, test._dataset)[torch.arange(4)]
+    model.set_stage(2)
+    prompts = model.build_prompts(history, lists)
+    embeds, mask, _, _ = model.embed(prompts, history=history)
+    with pytest.raises(ValueError, match="history"):
+        model.embed(prompts)  # the user's state cannot be made up
+    for r, prompt in enumerate(prompts):
+        assert prompt.user_at == len(prompt.ids) - 1 and prompt.ids[-1] == model.prompts.placeholder_id
+        assert torch.allclose(embeds[r, prompt.user_at], model.projector(states[r:r + 1])[0], atol=1e-6)
+    assert model.example_prompt(batch, lists)[0].endswith(model.prompts.placeholder)
+    model.set_stage(1)  # stage 1 has no projector: no user token either
+    assert all(p.user_at is None for p in model.build_prompts(history, lists))
+
+
+@pytest.mark.parametrize("user_token", [False, True])
+def test_each_loss_term_matches_a_plain_reference(tiny_llm, slice_path, stage_root, monkeypatch, user_token):
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root, user_token=user_token)
     model.set_stage(2)
     model.eval()
     batch = first_batch(train, range(50, 54))
@@ -170,14 +201,14 @@ def test_each_loss_term_matches_a_plain_reference(tiny_llm, slice_path, stage_ro
     lm_losses, ui, idt_q, idt_items = [], [], [], []
     for r, prompt in enumerate(prompts):
         answer = model.prompts.answer_ids(int(batch["item_id"][r]))
-        embeds, mask, projected, items = model.embed([prompt], [answer])
+        embeds, mask, projected, items = model.embed([prompt], [answer], batch["item_id_list"][r:r + 1])
         out = model.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False, output_hidden_states=True)
         start = len(prompt.ids) - 1
         logp = torch.log_softmax(out.logits[0, start: start + len(answer)].float(), dim=-1)
         lm_losses += [-logp[j, t] for j, t in enumerate(answer)]
         hidden = out.hidden_states[-1][0]
         user = hidden[start]
-        cands = torch.stack([hidden[a:b].mean(0) for a, b in prompt.spans])
+        cands = torch.stack([hidden[a:b + 1].mean(0) for a, b in prompt.spans])  # the title and its ID token
         target = lists[r].tolist().index(int(batch["item_id"][r]))
         cos = torch.stack([F.cosine_similarity(user, c, dim=0) for c in cands]) / 0.1
         ui.append(-torch.log_softmax(cos, dim=0)[target])

@@ -17,10 +17,12 @@ SLOTS = ("history", "candidates")
 @dataclass
 class ListPrompt:
     """One row's prompt: ``ids``; ``items`` (position, item id) of every placeholder (text-ID form only);
-    ``spans`` (start, end) of each candidate's title tokens, in list order."""
+    ``spans`` (start, end) of each candidate's title tokens, in list order; ``user_at`` the position of the user's
+    placeholder at the prompt's end (``user_token``), or None."""
     ids: list
     items: list = field(default_factory=list)
     spans: list = field(default_factory=list)
+    user_at: int = None
 
 
 class ListPromptBuilder:
@@ -94,9 +96,10 @@ class ListPromptBuilder:
                 ids.append(self.placeholder_id)
         return ids
 
-    def build(self, history, candidates, with_ids):
+    def build(self, history, candidates, with_ids, user_token=False):
         """The prompt of one row: ``history`` item ids oldest first (0: padding; the last ``history_len`` are shown),
-        ``candidates`` in list order; ``with_ids`` puts a placeholder after every item (the text-ID form)."""
+        ``candidates`` in list order; ``with_ids`` puts a placeholder after every item (the text-ID form);
+        ``user_token`` one more at the prompt's end, for the user's state."""
         history = self._shown(history)
         while True:
             items, spans = [], []
@@ -105,8 +108,12 @@ class ListPromptBuilder:
             ids += self.pieces[1]
             ids += self._list(candidates, with_ids, len(ids), items, spans)
             ids += self.pieces[2]
+            user_at = None
+            if user_token:
+                user_at = len(ids)
+                ids.append(self.placeholder_id)
             if len(ids) <= self.max_tokens:
-                return ListPrompt(ids, items, spans)
+                return ListPrompt(ids, items, spans, user_at)
             if not history:
                 raise ValueError(
                     f"a prompt of {len(candidates)} candidates has {len(ids)} tokens without any history, over "
@@ -115,7 +122,7 @@ class ListPromptBuilder:
                 )
             history = history[1:]
 
-    def text(self, history, candidates, with_ids):
+    def text(self, history, candidates, with_ids, user_token=False):
         """The prompt as text (what its pieces read as together), for the plan's example."""
         history = self._shown(history)
         mark = self.placeholder if with_ids else ""  # the placeholder token follows the title's last token
@@ -124,4 +131,5 @@ class ListPromptBuilder:
             return self.separator.join(f"{self.shown[i]}{mark}" for i in items)
 
         shown = listed(history) if history else " " + self.empty_history
-        return f"{self.piece_text[0]}{shown}{self.piece_text[1]}{listed(candidates)}{self.piece_text[2]}"
+        end = self.placeholder if user_token else ""
+        return f"{self.piece_text[0]}{shown}{self.piece_text[1]}{listed(candidates)}{self.piece_text[2]}{end}"

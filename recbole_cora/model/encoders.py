@@ -308,5 +308,20 @@ class FrozenSequentialRecommender(nn.Module):
         table = self.recommender.item_embedding.weight
         return table[item_ids.to(table.device)]
 
+    def user_states(self, history):
+        """(batch, d): the recommender's state of each history (item ids oldest first, 0: padding after them), the
+        vector its own ranking scores the items against (SASRec and GRU4Rec: the last position's output; BERT4Rec:
+        the output at a mask token after the history)."""
+        device = self.recommender.item_embedding.weight.device
+        history = history.to(device)
+        lengths = (history > 0).sum(dim=1).clamp(min=1)
+        if self.cf_model == "BERT4Rec":
+            with_mask = self.recommender.reconstruct_test_data(history, lengths)
+            return self.recommender.gather_indexes(self.recommender.forward(with_mask), lengths - 1)
+        if self.cf_model in ("SASRec", "GRU4Rec"):
+            return self.recommender.forward(history, lengths)
+        raise ValueError(f"user_token reads the state of SASRec, GRU4Rec or BERT4Rec, not {self.cf_model}: set "
+                         "`sequential_encoder` to one of them or `user_token: False`.")
+
     def full_sort_predict(self, interaction):
         return self.recommender.full_sort_predict(interaction.to(self.recommender.item_embedding.weight.device))

@@ -17,8 +17,14 @@ text-ID prompt (LoRA and projector). Loss: the language-modelling loss on the an
 batch negative). How each representation is read is in ``properties/model/RSLLM.yaml``.
 
 A candidate's score is the likelihood of its title after the prompt (``candidate_score``: mean log-probability per
-token, or the sum), from one pass over the prompt whose key/value cache the continuations reuse; the greedy answer
-(at most ``max_answer_tokens``) is parsed into the one candidate it names (ValidRatio, HitRatio@1).
+token, or the sum), from one pass over the prompt whose key/value cache the continuations reuse, or the cosine the
+user-item term trains (``candidate_score: user_item``: the prompt's last hidden state against the mean hidden state
+of the candidate's title and ID token, one pass); the greedy answer (at most ``max_answer_tokens``) is parsed into
+the one candidate it names (ValidRatio, HitRatio@1).
+
+Ours (``user_token``): the text-ID prompt ends with one more placeholder whose input embedding is the projected state
+of the frozen recommender over the user's history (the vector its own ranking scores items against), so the user
+position reads the recommender's view of the user as the candidates' ID tokens carry its view of each item.
 """
 
 import torch
@@ -68,6 +74,7 @@ class RSLLM(LLMRecommender):
         self.temperatures = {"user_item": float(config["user_item_temperature"]),
                              "id_text": float(config["id_text_temperature"])}
         self.candidate_score = config["candidate_score"] or "sum"
+        self.user_token = bool(config["user_token"])
         self.max_answer_tokens = int(config["max_answer_tokens"])
         longest = max(range(1, self.n_items), key=lambda i: len(self.prompts.answer_ids(i)))
         if len(self.prompts.answer_ids(longest)) > self.max_answer_tokens:
@@ -127,12 +134,14 @@ class RSLLM(LLMRecommender):
         return lists
 
     def build_prompts(self, history, lists):
-        return [self.prompts.build(h, l, self.with_ids) for h, l in zip(history.tolist(), lists.tolist())]
+        user = self.with_ids and self.user_token
+        return [self.prompts.build(h, l, self.with_ids, user) for h, l in zip(history.tolist(), lists.tolist())]
 
-    def embed(self, prompts, answers=None):
+    def embed(self, prompts, answers=None, history=None):
         """(inputs_embeds, attention_mask, projected, items) of right-padded prompts (each followed by its answer
         ids when given): token embeddings, with each placeholder's replaced by its item's projected ID embedding
-        (text-ID prompts); ``projected`` (n, d) and ``items`` (n,) are those vectors and their item ids."""
+        (text-ID prompts) and the user's placeholder (``user_token``) by the projected state of the sequential
+        recommender over ``history``; ``projected`` (n, d) and ``items`` (n,) are the items' vectors and ids."""
         embedding = self.llm.get_input_embeddings()
         device = execution_device(embedding)
         rows = [p.ids + (answers[k] if answers is not None else []) for k, p in enumerate(prompts)]
@@ -144,6 +153,13 @@ class RSLLM(LLMRecommender):
             mask[k, : len(ids)] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         embeds = embedding(input_ids)
+        users = [(k, p.user_at) for k, p in enumerate(prompts) if p.user_at is not None]
+        if users:
+            if history is None:
+                raise ValueError("a prompt with the user token needs the user's history for its state.")
+            rows, cols = (torch.tensor(column, device=device) for column in zip(*users))
+            states = self.sequence_encoder.user_states(history[rows.cpu()]).detach()
+            embeds = embeds.index_put((rows, cols), self.projector(states.to(self.projector[0].weight)).to(embeds.dtype))
         marks = [(k, position, item) for k, p in enumerate(prompts) for position, item in p.items]
         if not marks:
             return embeds, mask, None, None
@@ -157,7 +173,9 @@ class RSLLM(LLMRecommender):
         """(text, token ids) of the first row's prompt with its list, in the current stage's form (the plan shows it;
         the text is what the pieces read as together, the ids what the LLM gets)."""
         history, items = interaction[self.ITEM_SEQ][0].tolist(), lists[0].tolist()
-        return self.prompts.text(history, items, self.with_ids), self.prompts.build(history, items, self.with_ids).ids
+        user = self.with_ids and self.user_token
+        return (self.prompts.text(history, items, self.with_ids, user),
+                self.prompts.build(history, items, self.with_ids, user).ids)
 
     def prompt_lengths(self, interaction):
         return None  # lists are drawn per batch: no fixed prompt to measure
@@ -171,7 +189,7 @@ class RSLLM(LLMRecommender):
         lists = self.training_lists(history, target)
         prompts = self.build_prompts(history, lists)
         answers = [self.prompts.answer_ids(int(t)) for t in target]
-        embeds, mask, projected, items = self.embed(prompts, answers)
+        embeds, mask, projected, items = self.embed(prompts, answers, history)
         hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
         head = self.llm.get_output_embeddings()
         rows, cols, tokens = [], [], []
@@ -193,10 +211,11 @@ class RSLLM(LLMRecommender):
         return terms
 
     def span_means(self, hidden, prompts):
-        """(rows, candidates, d): the mean of the LLM's last hidden states over each candidate's title tokens."""
-        out = []
+        """(rows, candidates, d): the mean of the LLM's last hidden states over each candidate's title tokens and, in
+        the text-ID form, its ID token (which follows the title: a title token cannot attend to it)."""
+        out, extra = [], int(self.with_ids)
         for k, prompt in enumerate(prompts):
-            out.append(torch.stack([hidden[k, start:end].mean(dim=0) for start, end in prompt.spans]))
+            out.append(torch.stack([hidden[k, start:end + extra].mean(dim=0) for start, end in prompt.spans]))
         return torch.stack(out)
 
     def item_text(self, items):
@@ -236,7 +255,7 @@ class RSLLM(LLMRecommender):
         ``candidate_score: user_item`` the user-item cosine of one pass over the prompt (``user_item_scores``)."""
         history, lists = interaction[self.ITEM_SEQ].cpu(), lists.cpu()
         prompts = self.build_prompts(history, lists)
-        embeds, mask, _, _ = self.embed(prompts)
+        embeds, mask, _, _ = self.embed(prompts, history=history)
         if self.candidate_score == "user_item":
             return self.user_item_scores(embeds, mask, prompts)
         answers = [[self.prompts.answer_ids(i) for i in row] for row in lists.tolist()]
@@ -261,8 +280,9 @@ class RSLLM(LLMRecommender):
     @torch.inference_mode()
     def answers(self, interaction, lists):
         """The greedy answer of each row's prompt, as text (at most ``max_answer_tokens`` tokens)."""
-        prompts = self.build_prompts(interaction[self.ITEM_SEQ].cpu(), lists.cpu())
-        embeds, mask, _, _ = self.embed(prompts)
+        history = interaction[self.ITEM_SEQ].cpu()
+        prompts = self.build_prompts(history, lists.cpu())
+        embeds, mask, _, _ = self.embed(prompts, history=history)
         ids = greedy_answers(self.llm, embeds, mask, self.max_answer_tokens, self.prompts.eos_id)
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
 
