@@ -37,7 +37,7 @@ def main():
     from recbole_cora.utils import create_dataset
 
     config = Config(config_file_list=[str(ROOT / "properties" / "presets" / "embedded_candidates.yaml")],
-                    config_dict={"state": "WARNING", "show_progress": False})
+                    config_dict={"state": "WARNING", "show_progress": False, "candidate_score": "mean"})
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, _, test = data_preparation(config, dataset)
@@ -66,7 +66,7 @@ def main():
                 tokens.append(len(prompt.ids))
                 for c, item in enumerate(mine[r].tolist()):
                     ids = model.prompts.answer_ids(item)
-                    embeds, mask, _, _ = model.embed([prompt], [ids])
+                    embeds, mask, _, _ = model.embed([prompt], [ids], batch["item_id_list"][r:r + 1])
                     logits = model.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits[0].float()
                     logp = torch.log_softmax(logits[len(prompt.ids) - 1: len(prompt.ids) - 1 + len(ids)], dim=-1)
                     full = float(logp.gather(1, torch.tensor(ids).view(-1, 1)).mean())

@@ -17,7 +17,9 @@ In one process, on the run's own split and its fixed test rows (``eval_rows``):
 * Laser (and any next-item model): **the anisotropy of its vectors**: the mean cosine between item vectors and
   between user vectors, and the share of the item matrix's energy in its first 3 principal directions (uncentred);
 * RSLLM (and any model whose prompt lists answers): **the Spearman correlation of a candidate's score with the token
-  count of its answer**, per list, averaged over the test users.
+  count of its answer**, per list, averaged over the test users;
+* a candidate-task model with a frozen encoder: **the Spearman correlation of its scores with the encoder's** on the
+  same list, averaged over the test users (how much of what it reads reaches its ranking).
 
 Validation is skipped (the run trains its epochs and is scored with its last weights). Writes ``diagnosis.json``,
 ``diagnosis.md`` and ``diagnosis.png`` (the loss per step against the trivial baseline) into ``--out``.
@@ -115,7 +117,10 @@ def score_stats(model, trainer, config, test_data, rows):
                          item_energy_top3=float(energy[:3].sum() / energy.sum()))
         else:
             lists = candidate_lists(config, test_data._dataset)
-            spreads, tops, length_corr, position = [], [], [], 0
+            spreads, tops, length_corr, agreement, position = [], [], [], [], 0
+            encoder = model.reference_encoder() if hasattr(model, "reference_encoder") else None
+            if not hasattr(encoder, "full_sort_predict"):
+                encoder = None
             for batch in loader:
                 batch_rows = torch.tensor(rows[position: position + len(batch)])
                 position += len(batch)
@@ -123,6 +128,9 @@ def score_stats(model, trainer, config, test_data, rows):
                 scores = candidate_scores(model, batch.to(trainer.device), batch_lists.to(trainer.device)).double().cpu()
                 spreads.append(scores.std(dim=1))
                 tops.append(batch_lists[torch.arange(len(batch_lists)), scores.argmax(dim=1)])
+                if encoder is not None:  # how much of the frozen encoder's ranking of the list the model keeps
+                    reference = encoder.full_sort_predict(batch.to(trainer.device)).double().cpu().gather(1, batch_lists)
+                    agreement += [v for v in (spearman(scores[k], reference[k]) for k in range(len(batch_lists))) if v == v]
                 if hasattr(model, "prompts") and hasattr(model.prompts, "answer_ids"):
                     for k in range(len(batch_lists)):
                         lengths = torch.tensor([len(model.prompts.answer_ids(int(i))) for i in batch_lists[k]])
@@ -131,6 +139,8 @@ def score_stats(model, trainer, config, test_data, rows):
             tops = torch.cat(tops)
             stats.update(score_std=float(torch.cat(spreads).mean()),
                          same_top_item=float((tops == tops.mode().values).float().mean()))
+            if agreement:
+                stats["spearman_score_vs_encoder_score"] = sum(agreement) / len(agreement)
             if length_corr:
                 stats["spearman_score_vs_answer_length"] = sum(length_corr) / len(length_corr)
     return stats

@@ -56,9 +56,9 @@ def first_batch(data, rows):
     return batch[0] if isinstance(batch, tuple) else batch
 
 
-def full_logprob(model, prompt, answer):
+def full_logprob(model, prompt, answer, history):
     """log p(answer | prompt) from one full forward of prompt + answer alone (no cache, no padding)."""
-    embeds, mask, _, _ = model.embed([prompt], [answer])
+    embeds, mask, _, _ = model.embed([prompt], [answer], history)
     logits = model.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits[0].float()
     start = len(prompt.ids) - 1
     logp = torch.log_softmax(logits[start: start + len(answer)], dim=-1)
@@ -79,7 +79,7 @@ def test_the_cached_likelihood_of_each_candidate_equals_a_full_forward_of_each(t
     with torch.no_grad():
         for r, prompt in enumerate(prompts):
             for c, item in enumerate(lists[r].tolist()):
-                reference = full_logprob(model, prompt, model.prompts.answer_ids(item))
+                reference = full_logprob(model, prompt, model.prompts.answer_ids(item), batch["item_id_list"][r:r + 1])
                 assert torch.allclose(cached[r, c], reference, atol=1e-4), (r, c, float(cached[r, c]), float(reference))
     mean = build(tiny_llm, slice_path, stage_root, candidate_score="mean")[1]  # the mean divides by each answer's token count
     mean.set_stage(stage)
@@ -121,12 +121,12 @@ def test_a_greedy_answer_is_the_argmax_of_full_forwards(tiny_llm, slice_path, st
     lists = candidate_lists(config, test._dataset)[torch.tensor([1, 2])]
     prompts = model.build_prompts(batch["item_id_list"], lists)
     with torch.no_grad():
-        embeds, mask, _, _ = model.embed(prompts)
+        embeds, mask, _, _ = model.embed(prompts, history=batch["item_id_list"])
         cached = greedy_answers(model.llm, embeds, mask, 6, model.prompts.eos_id)
         for r, prompt in enumerate(prompts):
             tokens = []
             for _ in range(6):
-                e, m, _, _ = model.embed([prompt], [tokens])
+                e, m, _, _ = model.embed([prompt], [tokens], batch["item_id_list"][r:r + 1])
                 token = int(model.llm(inputs_embeds=e, attention_mask=m, use_cache=False).logits[0, -1].argmax())
                 if token == model.prompts.eos_id:
                     break
@@ -137,7 +137,8 @@ def test_a_greedy_answer_is_the_argmax_of_full_forwards(tiny_llm, slice_path, st
 
 
 def test_projected_ids_land_at_their_placeholders_and_nowhere_else(tiny_llm, slice_path, stage_root):
-    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root)
+    # the items' ID tokens (the user's is test_the_user_token_ends_a_stage_two_prompt_...)
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root, user_token=False)
     model.set_stage(2)
     batch = first_batch(train, range(30, 34))
     lists = model.training_lists(batch["item_id_list"], batch["item_id"])
