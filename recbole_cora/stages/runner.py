@@ -15,7 +15,7 @@ from pathlib import Path
 
 from recbole.utils.argument_list import dataset_arguments
 
-from recbole_cora.io import atomic_path
+from recbole_cora.io import atomic_path, build_lock
 from recbole_cora.model.encoders import CFCheckpointError
 
 # Options that change what a stage learns: they key its folder.
@@ -76,7 +76,7 @@ def run_recbole_stage(config, dataset, key_options, done_file, save, what="the t
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_cora.utils import create_dataset, get_model, get_trainer
+    from recbole_cora.utils import create_dataset
 
     logger = getLogger()
     name = config["model"]
@@ -94,6 +94,20 @@ def run_recbole_stage(config, dataset, key_options, done_file, save, what="the t
     if (stage / done_file).is_file():
         logger.info(f"{name} stage: reusing {stage}")
         return stage
+    with build_lock(stage, f"the {name} stage"):  # several runs at once: one trains it, the others then reuse it
+        if (stage / done_file).is_file():
+            logger.info(f"{name} stage: reusing {stage} (trained by another run meanwhile)")
+            return stage
+        _train_stage(config, name, stage, train_data, valid_data, test_data, stage_dataset, fingerprint, save, what)
+    return stage
+
+
+def _train_stage(config, name, stage, train_data, valid_data, test_data, stage_dataset, fingerprint, save, what):
+    from recbole.utils import init_seed
+
+    from recbole_cora.utils import get_model, get_trainer
+
+    logger = getLogger()
     stage.mkdir(parents=True, exist_ok=True)
     logger.info(f"{name} stage: training on {what} into {stage} (at most {config['epochs']} epochs)")
     init_seed(config["seed"], config["reproducibility"])
@@ -106,4 +120,3 @@ def run_recbole_stage(config, dataset, key_options, done_file, save, what="the t
     with open(stage / "result.json", "w") as f:
         json.dump({"model": name, "valid": valid_result, "test": test_result}, f, indent=2)
     save(model, stage_dataset, fingerprint, stage)
-    return stage
