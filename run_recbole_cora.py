@@ -12,13 +12,20 @@
     python run_recbole_cora.py --compare SASRec,BERT4Rec,GRU4Rec,Laser --task next_item
     python run_recbole_cora.py --compare SASRec,GRU4Rec,Laser,RSLLM --task candidates
 
+    python run_recbole_cora.py --model CoRA --config_files my.yaml --params_file hyper.test --tune_trials 20
+    python run_recbole_cora.py --model LightGCN --dataset ml-100k --params_file hyper.test --tune_workers 2
+
     python run_recbole_cora.py --predict saved/CoRA-<time> --pairs pairs.tsv      # scores.tsv: a probability per pair
     python run_recbole_cora.py --recommend saved/CoRA-<time> --users 196,186 --topk 10
 
     python run_recbole_cora.py --trust_checkpoint saved/LightGCN-<time>.pth    # convert a .pth you trust (once)
 
-Options other than --model, --dataset, --task, --config_files, --resume, --compare and --compare_dir are
-RecBole-style --key=value overrides. recbole-cora never unpickles a file: RecBole's .pth files are read through the
+A params file is RecBole's (`run_hyper.py`): one `name kind values` a line, kind choice, uniform, quniform or
+loguniform; trials are chosen on the task's valid_metric and only the best one's test result is reported
+(docs/tuning.md).
+
+Options other than --model, --dataset, --task, --config_files, --resume, --compare, --compare_dir and the --tune
+flags are RecBole-style --key=value overrides. recbole-cora never unpickles a file: RecBole's .pth files are read through the
 safetensors + JSON pair written beside them, or weights-only; --trust_checkpoint converts one you vouch for.
 """
 
@@ -61,6 +68,12 @@ def main(argv=None):
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
                         help="go on with a killed run: the newest one of this model with the same options, or RUN "
                              "(its saved folder, e.g. saved/CoRA-Nov-23-2026_10-00-00)")
+    parser.add_argument("--params_file", default=None, help="tune: RecBole's params file (name kind values a line)")
+    parser.add_argument("--tune_trials", type=int, default=None, help="tune: trials to run (default: the whole grid, or 10)")
+    parser.add_argument("--tune_algo", default=None, choices=["exhaustive", "random", "bayes"],
+                        help="tune: the search (default: exhaustive when every option is a choice, else bayes)")
+    parser.add_argument("--tune_workers", type=int, default=1, help="tune: trials run at once, in as many processes (one GPU each)")
+    parser.add_argument("--tune_dir", default=None, help="tune: the tuning folder (to go on with one); default results/tune-...")
     parser.add_argument("--predict", default=None, metavar="RUN", help="score the --pairs file with a saved run")
     parser.add_argument("--pairs", default=None, help="user<TAB>item[<TAB>time] per line (with --predict)")
     parser.add_argument("--recommend", default=None, metavar="RUN", help="the top --topk items of --users from a saved run")
@@ -82,6 +95,7 @@ def main(argv=None):
 
     from recbole_cora import run_recbole_cora
     from recbole_cora.recbole_files import CorruptCheckpointError, UntrustedCheckpointError
+    from recbole_cora.tuning import tune
 
     config_dict = {}
     try:
@@ -102,6 +116,12 @@ def main(argv=None):
     if args.resume:
         config_dict["resume"] = args.resume
     try:
+        if args.params_file:
+            result = tune(args.params_file, args.config_files, config_dict, overrides, folder=args.tune_dir,
+                          trials=args.tune_trials, algo=args.tune_algo, workers=args.tune_workers)
+            print(result["text"])
+            print(f"tuning saved in {result['folder']}")
+            return 0
         result = run_recbole_cora(config_file_list=args.config_files, config_dict=config_dict, cmd_args=overrides)
     except (ValueError, FileNotFoundError, KeyError, UntrustedCheckpointError, CorruptCheckpointError) as err:
         if "--debug" in sys.argv or os.environ.get("RECBOLE_CORA_DEBUG"):

@@ -1,0 +1,390 @@
+"""Hyper-parameter tuning for every model of the package and of RecBole, in RecBole's params-file format:
+
+    python run_recbole_cora.py --model CoRA --config_files my.yaml --params_file hyper.test --tune_trials 20
+
+A params file has one option a line, ``name kind values`` as RecBole's ``run_hyper.py`` reads it::
+
+    learning_rate loguniform -8,0        # exp(uniform(-8, 0))
+    embedding_size choice [32,64,128]
+    dropout_prob uniform 0.0,0.5
+    n_layers quniform 1,4,1
+
+Each trial is one ``run_recbole_cora`` run with the trial's values over the run's own options; trials are compared
+on the task's ``valid_metric`` (RecBole's direction for it) and only the best trial's test result is reported.
+Stages are found by their options' key, so every trial whose stage options are the same reuses one stage.
+
+The search engine is Optuna: its storage (one SQLite file in the tuning folder) lets several worker processes draw
+trials from one study (``--tune_workers``; one GPU each where there are GPUs), a rerun of the same command goes on
+where a killed one stopped (a trial whose process died is detected by its missing heartbeat and run again), and its
+samplers cover RecBole's three algorithms: ``exhaustive`` (a grid of ``choice`` options), ``random`` and ``bayes``
+(TPE). RecBole's own ``HyperTuning`` runs hyperopt in one process; hyperopt's parallel mode needs a MongoDB server.
+
+The tuning folder holds ``trials.md`` / ``trials.csv`` (every trial: its values, the valid metric, its time and
+state; the test metrics of the chosen trial only), ``best.yaml`` (the options that rerun the best trial with
+``--config_files best.yaml``), ``result.md`` (the best trial's own table) and ``study.db``.
+"""
+
+import ast
+import csv
+import difflib
+import json
+import math
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from logging import getLogger
+from pathlib import Path
+
+import yaml
+
+KINDS = ("choice", "uniform", "quniform", "loguniform")
+ALGOS = ("exhaustive", "random", "bayes")
+
+
+class ParamsFileError(ValueError):
+    """A params file that cannot be searched; the message names the file, the line and what to do."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str
+    values: tuple  # choice: the values; uniform / loguniform: (low, high); quniform: (low, high, q)
+
+    def extremes(self):
+        """The values a trial can take at the ends of its range (every one for a choice)."""
+        if self.kind == "choice":
+            return list(self.values)
+        low, high = self.values[0], self.values[1]
+        if self.kind == "quniform":
+            return [self._whole(low), self._whole(low + self.values[2] * math.floor((high - low) / self.values[2]))]
+        return [math.exp(low), math.exp(high)] if self.kind == "loguniform" else [low, high]
+
+    def _whole(self, value):
+        """A quniform value as a trial gets it: a whole number where the range and the step are whole."""
+        whole = float(value).is_integer() and all(float(v).is_integer() for v in self.values)
+        return int(value) if whole else value
+
+    def suggest(self, trial):
+        if self.kind == "choice":  # Optuna keeps plain values; a list or dict travels as its repr
+            picked = trial.suggest_categorical(self.name, [_plain(v) for v in self.values])
+            return ast.literal_eval(picked) if isinstance(picked, str) and picked[:1] in "[{(" else picked
+        low, high = self.values[0], self.values[1]
+        if self.kind == "uniform":
+            return trial.suggest_float(self.name, low, high)
+        if self.kind == "quniform":
+            return self._whole(trial.suggest_float(self.name, low, high, step=self.values[2]))
+        return trial.suggest_float(self.name, math.exp(low), math.exp(high), log=True)
+
+
+def _plain(value):
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+
+
+def read_params_file(path):
+    """``{name: Param}`` from a RecBole params file; a ``ParamsFileError`` names the line and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsFileError(f"params file '{path}' does not exist.")
+    params = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        where = f"params file '{path}' line {number} ({raw.strip()!r})"
+        parts = line.split(None, 2)
+        if len(parts) < 3:
+            raise ParamsFileError(f"{where}: write `name kind values`, e.g. `learning_rate loguniform -8,0`.")
+        name, kind, text = parts[0], parts[1], parts[2].replace(" ", "")
+        if kind not in KINDS:
+            raise ParamsFileError(f"{where}: kind '{kind}' is unknown; use one of {', '.join(KINDS)}.")
+        if name in params:
+            raise ParamsFileError(f"{where}: '{name}' is given twice.")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise ParamsFileError(f"{where}: '{text}' is not a Python literal"
+                                  + (" list, e.g. [32,64]." if kind == "choice" else " pair of numbers, e.g. 0.1,0.5."))
+        if kind == "choice":
+            if not isinstance(value, list) or not value:
+                raise ParamsFileError(f"{where}: a choice takes a non-empty list, e.g. [32,64,128].")
+            params[name] = Param(name, kind, tuple(value))
+            continue
+        size = 3 if kind == "quniform" else 2
+        if (not isinstance(value, tuple) or len(value) != size
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise ParamsFileError(f"{where}: {kind} takes {size} numbers, e.g. "
+                                  + ("1,4,1 (low, high, step)." if size == 3 else "0.1,0.5 (low, high)."))
+        if value[0] >= value[1] or (size == 3 and value[2] <= 0):
+            raise ParamsFileError(f"{where}: give low < high" + (" and a step above 0." if size == 3 else "."))
+        params[name] = Param(name, kind, tuple(float(v) for v in value))
+    if not params:
+        raise ParamsFileError(f"params file '{path}' names no option: write one `name kind values` a line.")
+    return params
+
+
+def check_params(params, config_file_list, config_dict, cmd_args, algo):
+    """Every problem of ``params`` for this run, before any trial: an option the model does not have, a value the
+    run's checks refuse (each choice, each end of a range), an algorithm that cannot search it. Raises
+    ``ParamsFileError`` with one sentence each."""
+    from recbole_cora.checks import OptionError, check_run
+    from recbole_cora.config import Config
+    from recbole_cora.utils import get_model
+
+    base = Config(None, None, config_file_list, config_dict, cmd_args, check=False)
+    known = set(base.final_config_dict)
+    problems = []
+    for name in params:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            problems.append(f"'{name}' is not an option of {base['model']}" + (f" (did you mean '{close[0]}'?)." if close else "."))
+    if algo not in ALGOS:
+        problems.append(f"tune_algo '{algo}' is unknown: use one of {', '.join(ALGOS)}.")
+    elif algo == "exhaustive":
+        ranged = [p.name for p in params.values() if p.kind != "choice"]
+        if ranged:
+            problems.append(f"tune_algo exhaustive searches a grid of `choice` options; {ranged} are ranges: "
+                            "make them choices or use --tune_algo random or bayes.")
+    if problems:
+        raise ParamsFileError("params file: " + " ".join(problems))
+    model_class = get_model(base["model"])
+    for param in params.values():
+        for value in param.extremes():
+            config = Config(None, None, config_file_list, {**(config_dict or {}), param.name: value}, cmd_args, check=False)
+            try:
+                check_run(config, model_class)
+            except OptionError as err:
+                problems.append(f"{param.name} {value!r} ({param.kind} {list(param.values)}): {err}")
+    if problems:
+        raise ParamsFileError("params file: " + " ".join(problems))
+    return base
+
+
+def grid_size(params):
+    return math.prod(len(p.values) for p in params.values())
+
+
+@dataclass
+class TuneSpec:
+    """What every worker needs to run trials of one study (picklable: workers are separate processes)."""
+    folder: str
+    params: dict
+    config_file_list: list
+    config_dict: dict
+    cmd_args: list
+    algo: str
+    trials: int
+    seed: int
+    direction: str
+
+    @property
+    def storage_url(self):
+        return f"sqlite:///{Path(self.folder).resolve() / 'study.db'}"
+
+
+def open_study(spec):
+    """The study of ``spec``'s folder (made on first use). A trial whose process died (no heartbeat for 30 s) is
+    marked failed and queued again, at most twice, with the same values."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():  # the heartbeat is marked experimental; it is what finds a killed trial
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(spec.storage_url, heartbeat_interval=10, grace_period=30,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+    if spec.algo in ("exhaustive", "random"):  # a grid's points are queued (``queue_grid``): none is drawn
+        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=spec.seed)
+    return optuna.create_study(study_name="tune", storage=storage, sampler=sampler, direction=spec.direction,
+                               load_if_exists=True)
+
+
+def run_trials(spec, worker=0):
+    """One worker: run trials of the study until it holds ``spec.trials`` finished ones (or the grid is done)."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from recbole_cora.quick_start import run_recbole_cora
+
+    study = open_study(spec)
+
+    def objective(trial):
+        values = {name: param.suggest(trial) for name, param in spec.params.items()}
+        options = {**spec.config_dict, **values, "results_dir": str(Path(spec.folder) / "trials" / f"trial-{trial.number}")}
+        getLogger().info(f"tuning: trial {trial.number} (worker {worker}): {values}")
+        start = time.time()
+        out = run_recbole_cora(config_file_list=spec.config_file_list, config_dict=options, cmd_args=spec.cmd_args)
+        trial.set_user_attr("values", json.dumps(values, default=str))
+        trial.set_user_attr("seconds", round(time.time() - start, 1))
+        trial.set_user_attr("valid", json.dumps(out["best_valid_result"], default=float))
+        trial.set_user_attr("test", json.dumps(out["test_result"], default=float))
+        trial.set_user_attr("results_dir", out["results_dir"])
+        trial.set_user_attr("table", out["table"])
+        return float(out["best_valid_score"])
+
+    if spec.algo == "exhaustive":  # the queued grid points, each run once by whichever worker takes it
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        callbacks = [_stop_when_queue_empty]
+    else:  # running trials count too, so that several workers stop at the budget together
+        callbacks = [MaxTrialsCallback(spec.trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                                                             TrialState.RUNNING))]
+    study.optimize(objective, callbacks=callbacks, catch=(Exception,))
+
+
+def _stop_when_queue_empty(study, trial):
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.stop()
+
+
+def queue_grid(study, params, trials):
+    """Queue the first ``trials`` points of the grid of ``params`` (in the order of the file: the last option
+    varies fastest), once per study (a resumed study keeps its queue)."""
+    import itertools
+
+    if study.trials:
+        return
+    names = list(params)
+    for values in itertools.islice(itertools.product(*(params[n].values for n in names)), trials):
+        study.enqueue_trial({n: _plain(v) for n, v in zip(names, values)})
+
+
+def _worker_main(spec, worker, gpus):
+    if gpus:  # one GPU per worker
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus[worker % len(gpus)])
+    run_trials(spec, worker)
+
+
+def tune(params_file, config_file_list=None, config_dict=None, cmd_args=None, folder=None, trials=None,
+         algo=None, workers=1):
+    """Search ``params_file`` for the run of ``config_file_list`` / ``config_dict`` / ``cmd_args``; returns
+    ``{"folder", "best", "trials", "table"}`` (see the module's docstring for the files). ``algo`` None: a grid
+    when every option is a choice, else bayes; ``trials`` None: the whole grid, or 10."""
+    from recbole.utils import get_local_time
+
+    logger = getLogger()
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ParamsFileError("--params_file needs Optuna: pip install 'recbole-cora[tune]' (or pip install optuna).")
+    params = read_params_file(params_file)
+    if algo is None:
+        algo = "exhaustive" if all(p.kind == "choice" for p in params.values()) else "bayes"
+    base = check_params(params, config_file_list, config_dict, cmd_args, algo)
+    if trials is None:
+        trials = grid_size(params) if algo == "exhaustive" else 10
+    if not isinstance(trials, int) or trials < 1:
+        raise ParamsFileError(f"tune_trials {trials!r}: give a whole number of at least 1.")
+    folder = Path(folder or Path(base["results_dir"]) / f"tune-{base['model']}-{base['dataset']}-{get_local_time()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = TuneSpec(str(folder), params, list(config_file_list or []), dict(config_dict or {}), list(cmd_args or []),
+                    algo, trials, int(base["seed"]), "maximize" if base["valid_metric_bigger"] else "minimize")
+    study = open_study(spec)  # made once, before the workers race to make it
+    if algo == "exhaustive":
+        queue_grid(study, params, trials)
+    logger.info(f"tuning {base['model']} on {base['dataset']}: {trials} trials of {list(params)} ({algo}), "
+                f"{workers} worker(s), on {base['valid_metric']}; folder {folder}")
+    if workers <= 1:
+        run_trials(spec)
+    else:
+        import torch
+
+        gpus = list(range(torch.cuda.device_count()))
+        context = multiprocessing.get_context("spawn")
+        processes = [context.Process(target=_worker_main, args=(spec, w, gpus)) for w in range(workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        dead = [w for w, p in enumerate(processes) if p.exitcode != 0]
+        if dead:
+            logger.warning(f"tuning: worker(s) {dead} stopped with an error; rerun the same command with "
+                           f"--tune_dir {folder} to go on")
+    return write_tuning(spec, base)
+
+
+def trial_rows(study, metric):
+    from optuna.trial import TrialState
+
+    rows = []
+    for trial in sorted(study.trials, key=lambda t: t.number):
+        attrs = trial.user_attrs
+        rows.append({
+            "trial": trial.number, "state": trial.state.name.lower(),
+            **{name: value for name, value in json.loads(attrs.get("values", "{}")).items()},
+            f"valid {metric}": trial.value if trial.state == TrialState.COMPLETE else None,
+            "seconds": attrs.get("seconds"),
+        })
+    return rows
+
+
+def write_tuning(spec, base):
+    from optuna.trial import TrialState
+
+    folder = Path(spec.folder)
+    study = open_study(spec)
+    metric = base["valid_metric"].lower()
+    rows = trial_rows(study, metric)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"tuning: no trial finished; see the trials' logs (folder {folder}).")
+    best = study.best_trial
+    values = json.loads(best.user_attrs["values"])
+    test = json.loads(best.user_attrs["test"])
+    columns = ["trial", "state", *spec.params, f"valid {metric}", "seconds"]
+    with open(folder / "trials.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns + ["chosen"])
+        writer.writeheader()
+        writer.writerows({**row, "chosen": row["trial"] == best.number} for row in rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [_cell(row.get(c)) for c in columns]
+        cells[0] = f"**{cells[0]}**" if row["trial"] == best.number else cells[0]
+        lines.append("| " + " | ".join(cells) + " |")
+    running = [t.number for t in study.trials if t.state == TrialState.RUNNING]
+    note = (f"\nTrials {running} are still marked running (a worker died?): rerun the command with --tune_dir "
+            f"{folder} to run them again.\n") if running else ""
+    test_line = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float) and not k.endswith("seconds"))
+    text = (f"# Tuning {base['model']} on {base['dataset']}\n\n{len(complete)} of {len(rows)} trials finished "
+            f"({spec.algo}); chosen on valid {metric}: trial {best.number}, {values}.\n\n" + "\n".join(lines) + "\n"
+            + note + f"\nTest of the chosen trial only: {test_line}.\n")
+    (folder / "trials.md").write_text(text)
+    rerun = {**_given_options(spec), **values}
+    (folder / "best.yaml").write_text(
+        f"# The best of {len(complete)} trials (valid {metric} {best.value:.4f}); rerun with --config_files best.yaml\n"
+        + yaml.safe_dump(rerun, sort_keys=True))
+    (folder / "result.md").write_text(best.user_attrs["table"] + "\n")
+    getLogger().info(f"tuning done: trial {best.number} {values}, valid {metric} {best.value:.4f}\n{text}")
+    return {"folder": str(folder), "best": {"trial": best.number, "values": values, "valid": best.value, "test": test},
+            "trials": rows, "table": best.user_attrs["table"], "text": text}
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) and not float(value).is_integer() else str(value)
+
+
+def _given_options(spec):
+    """The run's own options (its YAML files, then config_dict, then --key=value), without the tuning's."""
+    from recbole_cora.config import parse_cmd_args
+
+    given = {}
+    for path in spec.config_file_list:
+        given.update(yaml.safe_load(Path(path).read_text()) or {})
+    given.update(spec.config_dict)
+    for key, text in parse_cmd_args(spec.cmd_args).items():  # --key=value: read as the Config reads it
+        try:
+            given[key] = ast.literal_eval(text) if isinstance(text, str) else text
+        except (ValueError, SyntaxError):
+            given[key] = text
+    given.pop("results_dir", None)
+    return json.loads(json.dumps(given, default=str))

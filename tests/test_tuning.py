@@ -1,0 +1,97 @@
+"""Tuning in RecBole's params-file format (recbole_cora.tuning): the trial table, the best YAML that reruns the best
+trial, stages trained once across trials, parallel workers that give the sequential table, and one sentence for a
+bad params file before any trial starts."""
+
+import csv
+import logging
+from pathlib import Path
+
+import pytest
+
+from recbole_cora.quick_start import run_recbole_cora
+from recbole_cora.tuning import ParamsFileError, read_params_file, tune
+
+from conftest import QUIET, SMALL_CORA
+from test_cf_stage import small_data
+
+BPR = {**QUIET, "model": "BPR", "epochs": 1, "train_batch_size": 256, "eval_args": {
+    "split": {"RS": [0.7, 0.15, 0.15]}, "order": "TO", "group_by": None, "mode": "labeled"}, "threshold": {"rating": 4}}
+
+
+def bpr_options(tmp_path):
+    return {**BPR, "data_path": small_data(tmp_path), "dataset": "cfsmall"}
+
+
+def write(tmp_path, text, name="hyper.test"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def table(folder):
+    with open(Path(folder) / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_grid_of_two_trials_on_a_recbole_baseline_gives_a_table_and_a_best_yaml_that_reruns_it(tmp_path):
+    options = bpr_options(tmp_path)
+    params = write(tmp_path, "learning_rate choice [0.001, 0.05]   # two values\n\n")
+    out = tune(params, config_dict=options, folder=tmp_path / "tune")
+    rows = table(out["folder"])
+    assert [(r["trial"], r["state"], r["learning_rate"]) for r in rows] == [("0", "complete", "0.001"), ("1", "complete", "0.05")]
+    valid = {float(r["learning_rate"]): float(r["valid auc"]) for r in rows}
+    best = max(valid, key=valid.get)
+    assert out["best"]["values"] == {"learning_rate": best} and out["best"]["valid"] == valid[best]
+    assert [r["chosen"] for r in rows].count("True") == 1
+    text = (Path(out["folder"]) / "trials.md").read_text()
+    assert "Test of the chosen trial only" in text and text.count("test") == 0  # no test column for any trial
+    again = run_recbole_cora(config_file_list=[str(Path(out["folder"]) / "best.yaml")])
+    assert again["best_valid_score"] == pytest.approx(out["best"]["valid"], abs=1e-4)
+    assert again["test_result"]["auc"] == pytest.approx(out["best"]["test"]["auc"], abs=1e-4)
+
+
+def test_parallel_workers_give_the_sequential_table_of_a_grid(tmp_path):
+    options = bpr_options(tmp_path)
+    params = write(tmp_path, "learning_rate choice [0.001,0.05]\nembedding_size choice [8,16]\n")
+    one = table(tune(params, config_dict=options, folder=tmp_path / "one")["folder"])
+    two = table(tune(params, config_dict=options, folder=tmp_path / "two", workers=2)["folder"])
+    key = ("trial", "learning_rate", "embedding_size", "valid auc", "chosen")
+    assert len(one) == 4 and [[r[k] for k in key] for r in one] == [[r[k] for k in key] for r in two]
+
+
+def test_a_tuning_run_of_an_llm_model_trains_its_stage_once(tmp_path, tiny_llm, caplog):
+    options = {**SMALL_CORA, "model": "CoRA", "dataset": "ml-100k", "llm_path": tiny_llm, "epochs": 1,
+               "train_rows_per_epoch": 32, "eval_rows": 32, "zero_shot_row": False}
+    params = write(tmp_path, "learning_rate choice [0.001,0.01]\n")
+    with caplog.at_level(logging.INFO):
+        out = tune(params, config_dict=options, folder=tmp_path / "tune")
+    assert [r["state"] for r in table(out["folder"])] == ["complete", "complete"]
+    assert caplog.text.count("LightGCN stage: training on") == 1
+    assert caplog.text.count("LightGCN stage: reusing") >= 1
+    assert "| CoRA |" in out["table"]
+
+
+@pytest.mark.parametrize("text, said", [
+    ("learing_rate choice [0.01]\n", "'learing_rate' is not an option of BPR (did you mean 'learning_rate'?)"),
+    ("learning_rate choice [0.01, -1]\n", "learning_rate -1 (choice [0.01, -1]): learning_rate -1: give a number of at least 0"),
+    ("train_batch_size quniform 0,256,64\n", "train_batch_size 0 (quniform [0.0, 256.0, 64.0]): train_batch_size 0: give a whole number of at least 1"),
+    ("learning_rate choice [0.01,\n", "line 1"),
+    ("learning_rate normal 0,1\n", "kind 'normal' is unknown"),
+    ("learning_rate uniform 0.1,0.01\n", "give low < high"),
+    ("# nothing\n", "names no option"),
+])
+def test_a_bad_params_file_gets_one_sentence_before_any_trial(tmp_path, text, said):
+    params = write(tmp_path, text)
+    with pytest.raises(ParamsFileError, match=None) as err:
+        tune(params, config_dict=bpr_options(tmp_path), folder=tmp_path / "tune")
+    assert said in str(err.value)
+    assert not (tmp_path / "tune").exists()  # nothing ran
+
+
+def test_a_grid_needs_choices_and_the_file_is_read_as_recbole_writes_it(tmp_path):
+    params = read_params_file(write(tmp_path, "learning_rate loguniform -8,0\nembedding_size choice [32,64]\nn quniform 1,4,1\n"))
+    assert params["learning_rate"].extremes() == pytest.approx([0.00033546, 1.0], rel=1e-4)
+    assert params["embedding_size"].values == (32, 64) and params["n"].values == (1.0, 4.0, 1.0)
+    with pytest.raises(ParamsFileError, match="exhaustive searches a grid of `choice` options"):
+        tune(write(tmp_path, "learning_rate uniform 0.001,0.01\n"), config_dict=bpr_options(tmp_path),
+             folder=tmp_path / "t", algo="exhaustive")
