@@ -215,6 +215,11 @@ def run_trials(spec, worker=0):
     study = open_study(spec)
 
     def objective(trial):
+        if spec.algo == "exhaustive" and not _queued(study, trial):
+            # Another worker took the grid's last point between this one's check and its draw: nothing to run.
+            trial.set_user_attr("overflow", True)
+            study.stop()
+            raise optuna.TrialPruned()
         values = {name: param.suggest(trial) for name, param in spec.params.items()}
         options = {**spec.config_dict, **values, "results_dir": str(Path(spec.folder) / "trials" / f"trial-{trial.number}")}
         getLogger().info(f"tuning: trial {trial.number} (worker {worker}): {values}")
@@ -236,6 +241,12 @@ def run_trials(spec, worker=0):
         callbacks = [MaxTrialsCallback(spec.trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
                                                              TrialState.RUNNING))]
     study.optimize(objective, callbacks=callbacks, catch=(Exception,))
+
+
+def _queued(study, trial):
+    """Whether ``trial`` took a queued grid point (rather than a fresh draw)."""
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    return "fixed_params" in frozen.system_attrs
 
 
 def _stop_when_queue_empty(study, trial):
@@ -317,6 +328,8 @@ def trial_rows(study, metric):
     rows = []
     for trial in sorted(study.trials, key=lambda t: t.number):
         attrs = trial.user_attrs
+        if attrs.get("overflow"):  # a draw past a finished grid, ended before it ran
+            continue
         rows.append({
             "trial": trial.number, "state": trial.state.name.lower(),
             **{name: value for name, value in json.loads(attrs.get("values", "{}")).items()},

@@ -95,3 +95,24 @@ def test_a_grid_needs_choices_and_the_file_is_read_as_recbole_writes_it(tmp_path
     with pytest.raises(ParamsFileError, match="exhaustive searches a grid of `choice` options"):
         tune(write(tmp_path, "learning_rate uniform 0.001,0.01\n"), config_dict=bpr_options(tmp_path),
              folder=tmp_path / "t", algo="exhaustive")
+
+
+def test_a_worker_that_draws_past_the_end_of_a_grid_runs_nothing_and_adds_no_row(tmp_path, monkeypatch):
+    # Two workers race for a grid's last point: the loser's draw is not a grid point. Made certain here by a worker
+    # that does not stop when the queue is empty.
+    import recbole_cora.tuning as tuning
+
+    monkeypatch.setattr(tuning, "_stop_when_queue_empty", lambda study, trial: None)
+    import recbole_cora.quick_start as quick_start
+
+    runs, original = [], quick_start.run_recbole_cora
+
+    def counted(*args, **kwargs):
+        runs.append(kwargs["config_dict"]["learning_rate"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(quick_start, "run_recbole_cora", counted)
+    out = tune(write(tmp_path, "learning_rate choice [0.001,0.05]\n"), config_dict=bpr_options(tmp_path),
+               folder=tmp_path / "tune")
+    assert runs == [0.001, 0.05]  # the draw past the grid ran nothing
+    assert [r["trial"] for r in table(out["folder"])] == ["0", "1"]
