@@ -14,6 +14,7 @@
 
     python run_recbole_cora.py --model CoRA --config_files my.yaml --params_file hyper.test --tune_trials 20
     python run_recbole_cora.py --model LightGCN --dataset ml-100k --params_file hyper.test --tune_workers 2
+    python run_recbole_cora.py --compare LightGCN,MF,CoRA --tune_budget 8   # each tuned with 8 trials first
 
     python run_recbole_cora.py --predict saved/CoRA-<time> --pairs pairs.tsv      # scores.tsv: a probability per pair
     python run_recbole_cora.py --recommend saved/CoRA-<time> --users 196,186 --topk 10
@@ -73,6 +74,8 @@ def main(argv=None):
     parser.add_argument("--tune_algo", default=None, choices=["exhaustive", "random", "bayes"],
                         help="tune: the search (default: exhaustive when every option is a choice, else bayes)")
     parser.add_argument("--tune_workers", type=int, default=1, help="tune: trials run at once, in as many processes (one GPU each)")
+    parser.add_argument("--tune_budget", type=int, default=None,
+                        help="with --compare: tune every model with this many trials on valid before its test row")
     parser.add_argument("--tune_dir", default=None, help="tune: the tuning folder (to go on with one); default results/tune-...")
     parser.add_argument("--predict", default=None, metavar="RUN", help="score the --pairs file with a saved run")
     parser.add_argument("--pairs", default=None, help="user<TAB>item[<TAB>time] per line (with --predict)")
@@ -249,7 +252,8 @@ def compare(args, overrides):
     if not files and not args.dataset:  # compare on an embedded default's data, LLM and sizes
         files = [embedded_preset(models[0] if models else None, args.task) or str(EMBEDDED_DEFAULT)]
     folder = args.compare_dir or os.path.join("results", f"compare-{get_local_time()}")
-    results = run_comparison(models, folder, files, config_dict, overrides)
+    results = run_comparison(models, folder, files, config_dict, overrides, tune_budget=args.tune_budget,
+                             params_file=args.params_file)
     print(write_comparison(folder, results))
     print(f"comparison saved in {folder}")
     return 0 if all("error" not in r for r in results.values()) else 1

@@ -34,8 +34,11 @@ def _result_file(folder, name):
     return Path(folder) / "runs" / name / "result.json"
 
 
-def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_args=None):
-    """Run ``models`` (names) into ``folder``; returns ``{name: result or {"error": ...}}``."""
+def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_args=None, tune_budget=None,
+                   params_file=None):
+    """Run ``models`` (names) into ``folder``; returns ``{name: result or {"error": ...}}``. With ``tune_budget``
+    each model is first tuned on valid with that many trials (``tuning.tune_for_comparison``: its own search space
+    from ``properties/hyper/``, or ``params_file`` for every model) and its row is the chosen trial's test result."""
     from recbole_cora.config import model_tasks, parse_cmd_args
     from recbole_cora.quick_start import run_recbole_cora
     from recbole_cora.utils import get_model
@@ -63,10 +66,17 @@ def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_
         options.update({"model": name, "results_dir": str(path.parent)})
         start = time.time()
         try:
-            out = run_recbole_cora(config_file_list=config_file_list, config_dict=options, cmd_args=cmd_args)
-            result = dict(out["test_result"])
-            result["results_dir"] = out["results_dir"]
-            result["run_model"] = next(k for k, v in out["results"].items() if v is out["test_result"])
+            if tune_budget:
+                from recbole_cora.tuning import tune_for_comparison
+
+                result = tune_for_comparison(name, tune_budget, path.parent / "tune", config_file_list,
+                                             {k: v for k, v in options.items() if k != "results_dir"}, cmd_args,
+                                             params_file)
+            else:
+                out = run_recbole_cora(config_file_list=config_file_list, config_dict=options, cmd_args=cmd_args)
+                result = dict(out["test_result"])
+                result["results_dir"] = out["results_dir"]
+                result["run_model"] = next(k for k, v in out["results"].items() if v is out["test_result"])
             path.write_text(json.dumps(result, indent=2, default=float))
         except Exception as err:  # one failing model must not lose the others' results
             result = {"error": f"{type(err).__name__}: {err}"}
@@ -136,7 +146,7 @@ def write_comparison(folder, results):
         seconds = [row.get("train_seconds"), row.get("eval_seconds")]
         cells += [f"{params:,}" if params else ""] + [f"{t:.1f}" if t is not None else "" for t in seconds]
         lines.append("| " + " | ".join(cells) + " |")
-    lines = footnote(lines)
+    lines = footnote(lines) + ["", tuning_line(results)]
     (folder / "comparison.md").write_text("\n".join(lines) + "\n")
     fields = ["model", "group", "n"] + [m for m, _ in metrics] + ["trainable_parameters", "train_seconds", "eval_seconds", "error"]
     with open(folder / "comparison.csv", "w", newline="") as f:
@@ -145,6 +155,18 @@ def write_comparison(folder, results):
         writer.writerows(rows)
     plot_comparison(folder, rows, task, metrics)
     return "\n".join(lines)
+
+
+def tuning_line(results):
+    """What the table's rows ran with: tuned on valid (how many trials each) or each model's defaults."""
+    done = {name: r for name, r in results.items() if "error" not in r}
+    tuned = {name: r["tuned"] for name, r in done.items() if r.get("tuned")}
+    if not tuned:
+        return ("Every model ran at its defaults (RecBole's own for RecBole's models), none tuned: "
+                "--tune_budget N tunes each on valid first (docs/tuning.md).")
+    said = ", ".join(f"{name} ({t['trials']} trials of {t['space']}: {t['values']})" for name, t in tuned.items())
+    untuned = [name for name in done if name not in tuned]
+    return (f"Tuned on valid before its test row: {said}." + (f" At defaults: {', '.join(untuned)}." if untuned else ""))
 
 
 def plot_comparison(folder, rows, task="labeled", metrics=()):

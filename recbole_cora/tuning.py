@@ -231,6 +231,7 @@ def run_trials(spec, worker=0):
         trial.set_user_attr("test", json.dumps(out["test_result"], default=float))
         trial.set_user_attr("results_dir", out["results_dir"])
         trial.set_user_attr("table", out["table"])
+        trial.set_user_attr("run_model", next(k for k, v in out["results"].items() if v is out["test_result"]))
         return float(out["best_valid_score"])
 
     if spec.algo == "exhaustive":  # the queued grid points, each run once by whichever worker takes it
@@ -376,7 +377,9 @@ def write_tuning(spec, base):
         + yaml.safe_dump(rerun, sort_keys=True))
     (folder / "result.md").write_text(best.user_attrs["table"] + "\n")
     getLogger().info(f"tuning done: trial {best.number} {values}, valid {metric} {best.value:.4f}\n{text}")
-    return {"folder": str(folder), "best": {"trial": best.number, "values": values, "valid": best.value, "test": test},
+    best_run = {"trial": best.number, "values": values, "valid": best.value, "test": test,
+                "results_dir": best.user_attrs["results_dir"], "run_model": best.user_attrs.get("run_model")}
+    return {"folder": str(folder), "best": best_run, "finished": len(complete),
             "trials": rows, "table": best.user_attrs["table"], "text": text}
 
 
@@ -401,3 +404,34 @@ def _given_options(spec):
             given[key] = text
     given.pop("results_dir", None)
     return json.loads(json.dumps(given, default=str))
+
+
+def default_params_file(model_name):
+    """The search space ``--compare --tune_budget`` gives a model: ``properties/hyper/<Model>.test`` where the
+    package ships one, else ``llm.test`` (an LLM model of this package) or ``recbole.test``."""
+    from recbole_cora.config import PROPERTIES_DIR
+    from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+    from recbole_cora.utils import get_model
+
+    model_class = get_model(model_name)
+    folder = PROPERTIES_DIR / "hyper"
+    for name in (model_name, model_class.__name__):
+        if (folder / f"{name}.test").is_file():
+            return folder / f"{name}.test"
+    return folder / ("llm.test" if issubclass(model_class, LLMRecommender) else "recbole.test")
+
+
+def tune_for_comparison(name, budget, folder, config_file_list, config_dict, cmd_args, params_file=None):
+    """Tune ``name`` with ``budget`` trials (its whole grid where that is smaller) into ``folder``; returns the
+    comparison's result of the chosen trial (its test metrics, where its run saved them, how it was tuned)."""
+    space = Path(params_file) if params_file else default_params_file(name)
+    params = read_params_file(space)
+    exhaustive = grid_size(params) <= budget if all(p.kind == "choice" for p in params.values()) else False
+    out = tune(space, config_file_list, config_dict, cmd_args, folder=folder,
+               trials=grid_size(params) if exhaustive else budget, algo="exhaustive" if exhaustive else "random")
+    best = out["best"]
+    result = dict(best["test"])
+    result.update({"results_dir": best["results_dir"], "run_model": best["run_model"],
+                   "tuned": {"trials": out["finished"], "space": space.name, "values": best["values"],
+                             "valid": best["valid"]}})
+    return result

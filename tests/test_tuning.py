@@ -116,3 +116,34 @@ def test_a_worker_that_draws_past_the_end_of_a_grid_runs_nothing_and_adds_no_row
                folder=tmp_path / "tune")
     assert runs == [0.001, 0.05]  # the draw past the grid ran nothing
     assert [r["trial"] for r in table(out["folder"])] == ["0", "1"]
+
+
+def test_compare_with_a_tune_budget_tunes_each_model_on_valid_and_says_so(tmp_path):
+    from recbole_cora.compare import run_comparison, write_comparison
+
+    options = {k: v for k, v in bpr_options(tmp_path).items() if k != "model"}
+    params = write(tmp_path, "learning_rate choice [0.001,0.01,0.05]\n")
+    results = run_comparison(["BPR", "Pop"], tmp_path / "cmp", config_dict=options, tune_budget=2, params_file=params)
+    text = write_comparison(tmp_path / "cmp", results)
+    tuned = results["BPR"]["tuned"]
+    assert tuned["trials"] == 2 and tuned["space"] == "hyper.test"  # 2 random draws of a 3-point grid
+    rows = table(tmp_path / "cmp" / "runs" / "BPR" / "tune")
+    chosen = next(r for r in rows if r["chosen"] == "True")
+    assert float(chosen["learning_rate"]) == tuned["values"]["learning_rate"]
+    assert "Tuned on valid before its test row: BPR (2 trials of hyper.test" in text and "| BPR | all |" in text
+    assert "Pop (" in text  # every RecBole model has a learning_rate (Pop's changes nothing)
+    (tmp_path / "plain").mkdir()
+    plain = write_comparison(tmp_path / "plain", {"BPR": {k: v for k, v in results["BPR"].items() if k != "tuned"}})
+    assert "Every model ran at its defaults" in plain
+
+
+def test_every_model_gets_a_search_space_for_a_comparison():
+    from recbole_cora.tuning import default_params_file
+
+    assert default_params_file("LightGCN").name == "LightGCN.test"
+    assert default_params_file("MF").name == "BPR.test"
+    assert default_params_file("CoRA").name == "llm.test" and default_params_file("NeuMF").name == "recbole.test"
+    for name in ("LightGCN", "BPR", "SASRec", "recbole", "llm"):
+        from recbole_cora.config import PROPERTIES_DIR
+
+        assert read_params_file(PROPERTIES_DIR / "hyper" / f"{name}.test")
