@@ -179,6 +179,11 @@ class TuneSpec:
     direction: str
 
     @property
+    def queued(self):
+        """Trials take queued grid points (``queue_grid``): a grid, or random draws from a grid of choices."""
+        return self.algo == "exhaustive" or (self.algo == "random" and all(p.kind == "choice" for p in self.params.values()))
+
+    @property
     def storage_url(self):
         return f"sqlite:///{Path(self.folder).resolve() / 'study.db'}"
 
@@ -215,7 +220,7 @@ def run_trials(spec, worker=0):
     study = open_study(spec)
 
     def objective(trial):
-        if spec.algo == "exhaustive" and not _queued(study, trial):
+        if spec.queued and not _queued(study, trial):
             # Another worker took the grid's last point between this one's check and its draw: nothing to run.
             trial.set_user_attr("overflow", True)
             study.stop()
@@ -224,8 +229,12 @@ def run_trials(spec, worker=0):
         options = {**spec.config_dict, **values, "results_dir": str(Path(spec.folder) / "trials" / f"trial-{trial.number}")}
         getLogger().info(f"tuning: trial {trial.number} (worker {worker}): {values}")
         start = time.time()
-        out = run_recbole_cora(config_file_list=spec.config_file_list, config_dict=options, cmd_args=spec.cmd_args)
         trial.set_user_attr("values", json.dumps(values, default=str))
+        try:
+            out = run_recbole_cora(config_file_list=spec.config_file_list, config_dict=options, cmd_args=spec.cmd_args)
+        except Exception as err:  # the table says why; the other trials still run
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:300])
+            raise
         trial.set_user_attr("seconds", round(time.time() - start, 1))
         trial.set_user_attr("valid", json.dumps(out["best_valid_result"], default=float))
         trial.set_user_attr("test", json.dumps(out["test_result"], default=float))
@@ -234,7 +243,7 @@ def run_trials(spec, worker=0):
         trial.set_user_attr("run_model", next(k for k, v in out["results"].items() if v is out["test_result"]))
         return float(out["best_valid_score"])
 
-    if spec.algo == "exhaustive":  # the queued grid points, each run once by whichever worker takes it
+    if spec.queued:  # the queued grid points, each run once by whichever worker takes it
         if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             return
         callbacks = [_stop_when_queue_empty]
@@ -257,15 +266,19 @@ def _stop_when_queue_empty(study, trial):
         study.stop()
 
 
-def queue_grid(study, params, trials):
-    """Queue the first ``trials`` points of the grid of ``params`` (in the order of the file: the last option
-    varies fastest), once per study (a resumed study keeps its queue)."""
+def queue_grid(study, params, trials, seed=None):
+    """Queue ``trials`` points of the grid of ``params``, once per study (a resumed study keeps its queue): the
+    first ones in the order of the file (the last option varies fastest), or with ``seed`` ``trials`` distinct
+    points drawn at random (a random search of choices never runs one point twice)."""
     import itertools
+    import random
 
     if study.trials:
         return
     names = list(params)
-    for values in itertools.islice(itertools.product(*(params[n].values for n in names)), trials):
+    points = list(itertools.product(*(params[n].values for n in names)))
+    chosen = random.Random(seed).sample(points, min(trials, len(points))) if seed is not None else points[:trials]
+    for values in chosen:
         study.enqueue_trial({n: _plain(v) for n, v in zip(names, values)})
 
 
@@ -300,8 +313,8 @@ def tune(params_file, config_file_list=None, config_dict=None, cmd_args=None, fo
     spec = TuneSpec(str(folder), params, list(config_file_list or []), dict(config_dict or {}), list(cmd_args or []),
                     algo, trials, int(base["seed"]), "maximize" if base["valid_metric_bigger"] else "minimize")
     study = open_study(spec)  # made once, before the workers race to make it
-    if algo == "exhaustive":
-        queue_grid(study, params, trials)
+    if spec.queued:
+        queue_grid(study, params, trials, seed=None if algo == "exhaustive" else spec.seed)
     logger.info(f"tuning {base['model']} on {base['dataset']}: {trials} trials of {list(params)} ({algo}), "
                 f"{workers} worker(s), on {base['valid_metric']}; folder {folder}")
     if workers <= 1:
@@ -335,7 +348,7 @@ def trial_rows(study, metric):
             "trial": trial.number, "state": trial.state.name.lower(),
             **{name: value for name, value in json.loads(attrs.get("values", "{}")).items()},
             f"valid {metric}": trial.value if trial.state == TrialState.COMPLETE else None,
-            "seconds": attrs.get("seconds"),
+            "seconds": attrs.get("seconds"), "error": attrs.get("error"),
         })
     return rows
 
@@ -354,8 +367,9 @@ def write_tuning(spec, base):
     values = json.loads(best.user_attrs["values"])
     test = json.loads(best.user_attrs["test"])
     columns = ["trial", "state", *spec.params, f"valid {metric}", "seconds"]
+    columns += ["error"] if any(row["error"] for row in rows) else []
     with open(folder / "trials.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns + ["chosen"])
+        writer = csv.DictWriter(f, fieldnames=columns + ["chosen"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows({**row, "chosen": row["trial"] == best.number} for row in rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

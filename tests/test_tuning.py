@@ -147,3 +147,15 @@ def test_every_model_gets_a_search_space_for_a_comparison():
         from recbole_cora.config import PROPERTIES_DIR
 
         assert read_params_file(PROPERTIES_DIR / "hyper" / f"{name}.test")
+
+
+def test_a_random_search_of_choices_never_runs_a_point_twice_and_a_failing_trial_says_why(tmp_path):
+    options = bpr_options(tmp_path)
+    params = write(tmp_path, "learning_rate choice [0.001,0.01,0.05,0.1]\n")
+    rows = table(tune(params, config_dict=options, folder=tmp_path / "random", algo="random", trials=3)["folder"])
+    assert len(rows) == 3 and len({r["learning_rate"] for r in rows}) == 3
+    params = write(tmp_path, "embedding_size choice [8,'wide']\n", "bad.test")
+    out = tune(params, config_dict=options, folder=tmp_path / "bad")
+    rows = table(out["folder"])
+    assert [r["state"] for r in rows] == ["complete", "fail"] and "TypeError" in rows[1]["error"]
+    assert out["best"]["values"] == {"embedding_size": 8}
