@@ -74,6 +74,8 @@ def main(argv=None):
     parser.add_argument("--tune_algo", default=None, choices=["exhaustive", "random", "bayes"],
                         help="tune: the search (default: exhaustive when every option is a choice, else bayes)")
     parser.add_argument("--tune_workers", type=int, default=1, help="tune: trials run at once, in as many processes (one GPU each)")
+    parser.add_argument("--tune_prune", action="store_true",
+                        help="tune: stop a trial whose valid metric falls below the median of the earlier trials' at the same evaluation")
     parser.add_argument("--tune_budget", type=int, default=None,
                         help="with --compare: tune every model with this many trials on valid before its test row")
     parser.add_argument("--tune_dir", default=None, help="tune: the tuning folder (to go on with one); default results/tune-...")
@@ -121,7 +123,8 @@ def main(argv=None):
     try:
         if args.params_file:
             result = tune(args.params_file, args.config_files, config_dict, overrides, folder=args.tune_dir,
-                          trials=args.tune_trials, algo=args.tune_algo, workers=args.tune_workers)
+                          trials=args.tune_trials, algo=args.tune_algo, workers=args.tune_workers,
+                          prune=args.tune_prune)
             print(result["text"])
             print(f"tuning saved in {result['folder']}")
             return 0

@@ -32,8 +32,10 @@ from recbole_cora.stages import planned_stages, prepare_stages
 from recbole_cora.utils import create_dataset, get_model, get_trainer
 
 
-def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True):
-    """Train and evaluate one model; returns its valid/test results and where they were saved."""
+def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True,
+                     callback_fn=None):
+    """Train and evaluate one model; returns its valid/test results and where they were saved. ``callback_fn(epoch,
+    valid_score)`` is RecBole's: called after each validation (of every stage, in turn; tuning prunes with it)."""
     silence_recbole_warnings()  # RecBole's own deprecation warnings on the current stack (compat.RECBOLE_WARNINGS)
     config = Config(model, dataset, config_file_list, config_dict, cmd_args, check=False)  # its problems: check_run
     # One process per device under `accelerate launch` / torchrun; a single process otherwise.
@@ -119,7 +121,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         if resume_run is not None and (trainer.resume_dir / "LATEST").is_file():
             trainer.resume_from(trainer.resume_dir)
         best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
         )
         if is_llm:
             curve += [{"stage": stage or 1, **point} for point in trainer.curve_points()]

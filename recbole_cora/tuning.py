@@ -27,6 +27,7 @@ state; the test metrics of the chosen trial only), ``best.yaml`` (the options th
 import ast
 import csv
 import difflib
+import itertools
 import json
 import math
 import multiprocessing
@@ -177,6 +178,7 @@ class TuneSpec:
     trials: int
     seed: int
     direction: str
+    prune: bool = False
 
     @property
     def queued(self):
@@ -205,8 +207,11 @@ def open_study(spec):
         sampler = optuna.samplers.RandomSampler(seed=spec.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=spec.seed)
-    return optuna.create_study(study_name="tune", storage=storage, sampler=sampler, direction=spec.direction,
-                               load_if_exists=True)
+    # Pruning (--tune_prune): a trial whose valid metric after an evaluation is worse than the median of the
+    # earlier trials' at the same evaluation stops there (from the third trial on).
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if spec.prune else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name="tune", storage=storage, sampler=sampler, pruner=pruner,
+                               direction=spec.direction, load_if_exists=True)
 
 
 def run_trials(spec, worker=0):
@@ -230,10 +235,24 @@ def run_trials(spec, worker=0):
         getLogger().info(f"tuning: trial {trial.number} (worker {worker}): {values}")
         start = time.time()
         trial.set_user_attr("values", json.dumps(values, default=str))
+        evaluations = itertools.count()
+
+        def report(epoch, valid_score):  # every evaluation of the run (of all its stages, in turn)
+            step = next(evaluations)
+            trial.report(float(valid_score), step)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at", f"evaluation {step + 1} (epoch {epoch + 1})")
+                raise optuna.TrialPruned()
+
         try:
-            out = run_recbole_cora(config_file_list=spec.config_file_list, config_dict=options, cmd_args=spec.cmd_args)
+            out = run_recbole_cora(config_file_list=spec.config_file_list, config_dict=options, cmd_args=spec.cmd_args,
+                                   callback_fn=report)
+        except optuna.TrialPruned:
+            trial.set_user_attr("seconds", round(time.time() - start, 1))
+            raise
         except Exception as err:  # the table says why; the other trials still run
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:300])
+            trial.set_user_attr("seconds", round(time.time() - start, 1))
             raise
         trial.set_user_attr("seconds", round(time.time() - start, 1))
         trial.set_user_attr("valid", json.dumps(out["best_valid_result"], default=float))
@@ -289,7 +308,7 @@ def _worker_main(spec, worker, gpus):
 
 
 def tune(params_file, config_file_list=None, config_dict=None, cmd_args=None, folder=None, trials=None,
-         algo=None, workers=1):
+         algo=None, workers=1, prune=False):
     """Search ``params_file`` for the run of ``config_file_list`` / ``config_dict`` / ``cmd_args``; returns
     ``{"folder", "best", "trials", "table"}`` (see the module's docstring for the files). ``algo`` None: a grid
     when every option is a choice, else bayes; ``trials`` None: the whole grid, or 10."""
@@ -311,7 +330,7 @@ def tune(params_file, config_file_list=None, config_dict=None, cmd_args=None, fo
     folder = Path(folder or Path(base["results_dir"]) / f"tune-{base['model']}-{base['dataset']}-{get_local_time()}")
     folder.mkdir(parents=True, exist_ok=True)
     spec = TuneSpec(str(folder), params, list(config_file_list or []), dict(config_dict or {}), list(cmd_args or []),
-                    algo, trials, int(base["seed"]), "maximize" if base["valid_metric_bigger"] else "minimize")
+                    algo, trials, int(base["seed"]), "maximize" if base["valid_metric_bigger"] else "minimize", prune)
     study = open_study(spec)  # made once, before the workers race to make it
     if spec.queued:
         queue_grid(study, params, trials, seed=None if algo == "exhaustive" else spec.seed)
@@ -348,7 +367,7 @@ def trial_rows(study, metric):
             "trial": trial.number, "state": trial.state.name.lower(),
             **{name: value for name, value in json.loads(attrs.get("values", "{}")).items()},
             f"valid {metric}": trial.value if trial.state == TrialState.COMPLETE else None,
-            "seconds": attrs.get("seconds"), "error": attrs.get("error"),
+            "seconds": attrs.get("seconds"), "note": attrs.get("error") or attrs.get("pruned_at"),
         })
     return rows
 
@@ -367,7 +386,7 @@ def write_tuning(spec, base):
     values = json.loads(best.user_attrs["values"])
     test = json.loads(best.user_attrs["test"])
     columns = ["trial", "state", *spec.params, f"valid {metric}", "seconds"]
-    columns += ["error"] if any(row["error"] for row in rows) else []
+    columns += ["note"] if any(row["note"] for row in rows) else []  # why a trial failed, where one was pruned
     with open(folder / "trials.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns + ["chosen"], extrasaction="ignore")
         writer.writeheader()

@@ -157,5 +157,15 @@ def test_a_random_search_of_choices_never_runs_a_point_twice_and_a_failing_trial
     params = write(tmp_path, "embedding_size choice [8,'wide']\n", "bad.test")
     out = tune(params, config_dict=options, folder=tmp_path / "bad")
     rows = table(out["folder"])
-    assert [r["state"] for r in rows] == ["complete", "fail"] and "TypeError" in rows[1]["error"]
+    assert [r["state"] for r in rows] == ["complete", "fail"] and "TypeError" in rows[1]["note"]
     assert out["best"]["values"] == {"embedding_size": 8}
+
+
+def test_pruning_stops_a_trial_whose_valid_metric_falls_below_the_median_of_the_earlier_ones(tmp_path):
+    options = {**bpr_options(tmp_path), "epochs": 3, "eval_step": 1, "stopping_step": 10}
+    params = write(tmp_path, "learning_rate choice [0.05,0.04,0.0000001]\n")
+    out = tune(params, config_dict=options, folder=tmp_path / "prune", prune=True)
+    rows = table(out["folder"])
+    assert [r["state"] for r in rows] == ["complete", "complete", "pruned"], rows
+    assert rows[2]["note"] == "evaluation 1 (epoch 1)" and rows[2]["valid auc"] == ""
+    assert out["best"]["values"] == {"learning_rate": 0.05}
