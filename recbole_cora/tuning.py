@@ -33,6 +33,7 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from logging import getLogger
 from pathlib import Path
@@ -40,6 +41,8 @@ from pathlib import Path
 import yaml
 
 KINDS = ("choice", "uniform", "quniform", "loguniform")
+HEARTBEAT_SECONDS = 10  # a running trial's process writes its heartbeat this often,
+STALE_SECONDS = 30  # and after this long without one the trial is failed and queued again
 ALGOS = ("exhaustive", "random", "bayes")
 
 
@@ -193,15 +196,13 @@ class TuneSpec:
 def open_study(spec):
     """The study of ``spec``'s folder (made on first use). A trial whose process died (no heartbeat for 30 s) is
     marked failed and queued again, at most twice, with the same values."""
-    import warnings
-
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():  # the heartbeat is marked experimental; it is what finds a killed trial
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(spec.storage_url, heartbeat_interval=10, grace_period=30,
+        storage = RDBStorage(spec.storage_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=STALE_SECONDS,
                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     if spec.algo in ("exhaustive", "random"):  # a grid's points are queued (``queue_grid``): none is drawn
         sampler = optuna.samplers.RandomSampler(seed=spec.seed)
@@ -223,6 +224,10 @@ def run_trials(spec, worker=0):
     from recbole_cora.quick_start import run_recbole_cora
 
     study = open_study(spec)
+    # A trial whose process died (the machine, a kill) is failed now and queued again with its values.
+    with warnings.catch_warnings():  # marked experimental, like the heartbeat itself
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
     def objective(trial):
         if spec.queued and not _queued(study, trial):
@@ -367,9 +372,21 @@ def trial_rows(study, metric):
             "trial": trial.number, "state": trial.state.name.lower(),
             **{name: value for name, value in json.loads(attrs.get("values", "{}")).items()},
             f"valid {metric}": trial.value if trial.state == TrialState.COMPLETE else None,
-            "seconds": attrs.get("seconds"), "note": attrs.get("error") or attrs.get("pruned_at"),
+            "seconds": attrs.get("seconds"),
+            "note": attrs.get("error") or attrs.get("pruned_at") or _retry_note(trial, study),
         })
     return rows
+
+
+def _retry_note(trial, study):
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.FAIL and "error" not in trial.user_attrs:
+        again = [t.number for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+        return "its process stopped (no heartbeat)" + (f": run again as trial {again[0]}" if again else "")
+    if "failed_trial" in trial.system_attrs:
+        return f"run again for trial {trial.system_attrs['failed_trial']}"
+    return None
 
 
 def write_tuning(spec, base):

@@ -169,3 +169,52 @@ def test_pruning_stops_a_trial_whose_valid_metric_falls_below_the_median_of_the_
     assert [r["state"] for r in rows] == ["complete", "complete", "pruned"], rows
     assert rows[2]["note"] == "evaluation 1 (epoch 1)" and rows[2]["valid auc"] == ""
     assert out["best"]["values"] == {"learning_rate": 0.05}
+
+
+KILLED_TRIAL = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import recbole_cora.quick_start as quick_start
+import recbole_cora.tuning as tuning
+tuning.HEARTBEAT_SECONDS, tuning.STALE_SECONDS = 1, 2
+real = quick_start.run_recbole_cora
+def slow(*args, **kwargs):
+    if kwargs["config_dict"]["learning_rate"] == 0.05:
+        time.sleep(1.5)  # the trial's first heartbeat is written by its own thread, a moment after it starts
+        print("RUNNING", flush=True)
+        time.sleep(600)
+    return real(*args, **kwargs)
+quick_start.run_recbole_cora = slow
+from test_tuning import bpr_options
+from pathlib import Path
+tuning.tune({params!r}, config_dict=bpr_options(Path({tmp!r})), folder={folder!r})
+"""
+
+
+def test_a_trial_killed_with_its_process_is_run_again_by_the_next_tuning_run(tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import recbole_cora.tuning as tuning
+
+    params, folder = write(tmp_path, "learning_rate choice [0.001,0.05]\n"), tmp_path / "tune"
+    script = KILLED_TRIAL.format(tests=str(Path(__file__).parent), params=str(params), tmp=str(tmp_path / "data"),
+                                 folder=str(folder))
+    (tmp_path / "data").mkdir()
+    worker = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert any(line.strip() == "RUNNING" for line in iter(worker.stdout.readline, ""))  # trial 1 is running
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=60)
+    monkeypatch.setattr(tuning, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tuning, "STALE_SECONDS", 2)
+    time.sleep(3)
+    out = tune(params, config_dict=bpr_options(tmp_path / "data"), folder=folder)  # the same command again
+    rows = table(out["folder"])
+    assert [(r["trial"], r["state"], r["learning_rate"]) for r in rows] == [
+        ("0", "complete", "0.001"), ("1", "fail", "0.05"), ("2", "complete", "0.05")], rows
+    assert rows[1]["note"] == "its process stopped (no heartbeat): run again as trial 2"
+    assert rows[2]["note"] == "run again for trial 1"
