@@ -49,14 +49,13 @@ def options(args, name):
 
 
 def tune_one(args, name):
-    from recbole_cora.tuning import default_params_file, grid_size, read_params_file, tune
+    from recbole_cora.compare import default_params_file
+    from recbole_cora.tuning import budget_search, read_params_file, tune
 
     space = default_params_file(MODELS[name])
-    params = read_params_file(space)
-    whole = grid_size(params) <= args.trials
+    trials, algo = budget_search(read_params_file(space), args.trials)
     start = time.time()
-    out = tune(space, cmd_args=options(args, name), folder=Path(args.out) / name,
-               trials=grid_size(params) if whole else args.trials, algo="exhaustive" if whole else "random")
+    out = tune(space, cmd_args=options(args, name), folder=Path(args.out) / name, trials=trials, algo=algo)
     print(f"tune_baselines: {name}: {out['finished']} trials in {time.time() - start:.0f} s", flush=True)
 
 

@@ -37,7 +37,7 @@ def _result_file(folder, name):
 def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_args=None, tune_budget=None,
                    params_file=None):
     """Run ``models`` (names) into ``folder``; returns ``{name: result or {"error": ...}}``. With ``tune_budget``
-    each model is first tuned on valid with that many trials (``tuning.tune_for_comparison``: its own search space
+    each model is first tuned on valid with that many trials (``tune_for_comparison``: its own search space
     from ``properties/hyper/``, or ``params_file`` for every model) and its row is the chosen trial's test result."""
     from recbole_cora.config import model_tasks, parse_cmd_args
     from recbole_cora.quick_start import run_recbole_cora
@@ -67,8 +67,6 @@ def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_
         start = time.time()
         try:
             if tune_budget:
-                from recbole_cora.tuning import tune_for_comparison
-
                 result = tune_for_comparison(name, tune_budget, path.parent / "tune", config_file_list,
                                              {k: v for k, v in options.items() if k != "results_dir"}, cmd_args,
                                              params_file)
@@ -85,6 +83,37 @@ def run_comparison(models, folder, config_file_list=None, config_dict=None, cmd_
         results[name] = result
         write_comparison(folder, results)
     return results
+
+
+def default_params_file(model_name):
+    """The search space ``--compare --tune_budget`` gives a model: ``properties/hyper/<Model>.test`` where the
+    package ships one, else ``llm.test`` (an LLM model of this package) or ``recbole.test``."""
+    from recbole_cora.config import PROPERTIES_DIR
+    from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+    from recbole_cora.utils import get_model
+
+    model_class = get_model(model_name)
+    folder = PROPERTIES_DIR / "hyper"
+    for name in (model_name, model_class.__name__):
+        if (folder / f"{name}.test").is_file():
+            return folder / f"{name}.test"
+    return folder / ("llm.test" if issubclass(model_class, LLMRecommender) else "recbole.test")
+
+
+def tune_for_comparison(name, budget, folder, config_file_list, config_dict, cmd_args, params_file=None):
+    """Tune ``name`` with ``budget`` trials (its whole grid where that is smaller) into ``folder``; returns the
+    comparison's result of the chosen trial (its test metrics, where its run saved them, how it was tuned)."""
+    from recbole_cora.tuning import budget_search, read_params_file, tune
+
+    space = Path(params_file) if params_file else default_params_file(name)
+    trials, algo = budget_search(read_params_file(space), budget)
+    out = tune(space, config_file_list, config_dict, cmd_args, folder=folder, trials=trials, algo=algo)
+    best = out["best"]
+    result = dict(best["test"])
+    result.update({"results_dir": best["results_dir"], "run_model": best["run_model"],
+                   "tuned": {"trials": out["finished"], "space": space.name, "values": best["values"],
+                             "valid": best["valid"]}})
+    return result
 
 
 def comparison_task(results):

@@ -1,27 +1,10 @@
-"""Hyper-parameter tuning for every model of the package and of RecBole, in RecBole's params-file format:
+"""Hyper-parameter tuning for every model, in RecBole's params-file format (``name kind values`` a line: choice,
+uniform, quniform, loguniform), searched by Optuna over one SQLite study per tuning folder.
 
-    python run_recbole_cora.py --model CoRA --config_files my.yaml --params_file hyper.test --tune_trials 20
-
-A params file has one option a line, ``name kind values`` as RecBole's ``run_hyper.py`` reads it::
-
-    learning_rate loguniform -8,0        # exp(uniform(-8, 0))
-    embedding_size choice [32,64,128]
-    dropout_prob uniform 0.0,0.5
-    n_layers quniform 1,4,1
-
-Each trial is one ``run_recbole_cora`` run with the trial's values over the run's own options; trials are compared
-on the task's ``valid_metric`` (RecBole's direction for it) and only the best trial's test result is reported.
-Stages are found by their options' key, so every trial whose stage options are the same reuses one stage.
-
-The search engine is Optuna: its storage (one SQLite file in the tuning folder) lets several worker processes draw
-trials from one study (``--tune_workers``; one GPU each where there are GPUs), a rerun of the same command goes on
-where a killed one stopped (a trial whose process died is detected by its missing heartbeat and run again), and its
-samplers cover RecBole's three algorithms: ``exhaustive`` (a grid of ``choice`` options), ``random`` and ``bayes``
-(TPE). RecBole's own ``HyperTuning`` runs hyperopt in one process; hyperopt's parallel mode needs a MongoDB server.
-
-The tuning folder holds ``trials.md`` / ``trials.csv`` (every trial: its values, the valid metric, its time and
-state; the test metrics of the chosen trial only), ``best.yaml`` (the options that rerun the best trial with
-``--config_files best.yaml``), ``result.md`` (the best trial's own table) and ``study.db``.
+Each trial is one ``run_recbole_cora`` run with the trial's values on top of the run's options, compared on the
+task's ``valid_metric``; only the chosen trial's test result is reported. Several worker processes share the study;
+a grid's points are queued once; a trial whose process died (no heartbeat) is queued again. Files and flags:
+docs/tuning.md.
 """
 
 import ast
@@ -456,32 +439,10 @@ def _given_options(spec):
     return json.loads(json.dumps(given, default=str))
 
 
-def default_params_file(model_name):
-    """The search space ``--compare --tune_budget`` gives a model: ``properties/hyper/<Model>.test`` where the
-    package ships one, else ``llm.test`` (an LLM model of this package) or ``recbole.test``."""
-    from recbole_cora.config import PROPERTIES_DIR
-    from recbole_cora.model.abstract_llm_recommender import LLMRecommender
-    from recbole_cora.utils import get_model
 
-    model_class = get_model(model_name)
-    folder = PROPERTIES_DIR / "hyper"
-    for name in (model_name, model_class.__name__):
-        if (folder / f"{name}.test").is_file():
-            return folder / f"{name}.test"
-    return folder / ("llm.test" if issubclass(model_class, LLMRecommender) else "recbole.test")
-
-
-def tune_for_comparison(name, budget, folder, config_file_list, config_dict, cmd_args, params_file=None):
-    """Tune ``name`` with ``budget`` trials (its whole grid where that is smaller) into ``folder``; returns the
-    comparison's result of the chosen trial (its test metrics, where its run saved them, how it was tuned)."""
-    space = Path(params_file) if params_file else default_params_file(name)
-    params = read_params_file(space)
-    exhaustive = grid_size(params) <= budget if all(p.kind == "choice" for p in params.values()) else False
-    out = tune(space, config_file_list, config_dict, cmd_args, folder=folder,
-               trials=grid_size(params) if exhaustive else budget, algo="exhaustive" if exhaustive else "random")
-    best = out["best"]
-    result = dict(best["test"])
-    result.update({"results_dir": best["results_dir"], "run_model": best["run_model"],
-                   "tuned": {"trials": out["finished"], "space": space.name, "values": best["values"],
-                             "valid": best["valid"]}})
-    return result
+def budget_search(params, budget):
+    """``(trials, algo)`` for a budget of ``budget`` trials: the whole grid where it is a grid of choices no larger
+    than the budget, else ``budget`` random draws (distinct grid points for choices)."""
+    if all(p.kind == "choice" for p in params.values()) and grid_size(params) <= budget:
+        return grid_size(params), "exhaustive"
+    return budget, "random"

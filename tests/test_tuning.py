@@ -138,7 +138,7 @@ def test_compare_with_a_tune_budget_tunes_each_model_on_valid_and_says_so(tmp_pa
 
 
 def test_every_model_gets_a_search_space_for_a_comparison():
-    from recbole_cora.tuning import default_params_file
+    from recbole_cora.compare import default_params_file
 
     assert default_params_file("LightGCN").name == "LightGCN.test"
     assert default_params_file("MF").name == "BPR.test"
