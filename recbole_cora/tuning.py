@@ -439,7 +439,6 @@ def _given_options(spec):
     return json.loads(json.dumps(given, default=str))
 
 
-
 def budget_search(params, budget):
     """``(trials, algo)`` for a budget of ``budget`` trials: the whole grid where it is a grid of choices no larger
     than the budget, else ``budget`` random draws (distinct grid points for choices)."""
