@@ -215,6 +215,7 @@ def check_run(config, model_class):
     problems += data_problems(config, reads_text=is_llm)
     if is_llm:
         problems += prompt_problems(config, model_class) + stage_problems(config, model_class)
+        problems += model_class.option_problems(config)
         llm = llm_option_problems(config)
         problems += llm
         if not llm and not prompt_problems(config, model_class):

@@ -125,12 +125,20 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         )
         if is_llm:
             curve += [{"stage": stage or 1, **point} for point in trainer.curve_points()]
+    if is_llm and getattr(model, "residual", None) is not None:  # encoder_residual: its gate fitted on valid
+        if saved:
+            trainer.load_best_model()
+        trainer.fit_residual_gate(valid_data, show_progress=config["show_progress"])
+        if saved:  # the test pass and --predict load the model with its gate
+            trainer._save_checkpoint(max(0, (trainer._saved_epoch or 1) - 1), verbose=False)
     train_seconds = time.time() - start
     start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_result["eval_seconds"] = round(time.time() - start, 2)
     test_result["train_seconds"] = round(train_seconds, 2)
     test_result["trainable_parameters"] = sum(p.numel() for n, p in model.named_parameters() if n in trained)
+    if getattr(model, "residual", None) is not None:  # the weight the LLM's score earned beside its encoder's
+        test_result["residual_gate"] = round(float(model.residual.gate), 4)
     reference = model.reference_encoder() if is_llm else None
     if reference is not None:
         # The frozen encoder's own scores, on exactly the rows (or users) the LLM model was evaluated on.

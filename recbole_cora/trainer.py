@@ -678,6 +678,45 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
             result.update(answer_metrics(gathered["choice"].long(), positions))
         return result
 
+    # ---------------------------------------------------------------- encoder residual
+    @torch.inference_mode()
+    def fit_residual_gate(self, valid_data, show_progress=False):
+        """``encoder_residual``: the gate g of score = encoder + g x LLM fitted on this trainer's valid users (every
+        item, or their candidate lists), the g minimising the cross-entropy of their targets
+        (``EncoderResidual.best_gate``); users split between processes, gathered once, g the same everywhere.
+        Returns (g, valid loss at g = 0, at g)."""
+        from recbole_cora.model.layers import EncoderResidual
+
+        model = self.model
+        model.eval()
+        if self.next_item and not model.has_item_matrix:
+            self.compute_item_matrix(show_progress)
+        rows = self._eval_rows(valid_data)
+        lists = candidate_lists(self.config, valid_data._dataset) if self.task == "candidates" else None
+        local = {"row": [], "encoder": [], "llm": [], "target": []}
+        with self.accelerator.split_between_processes(rows) as mine:
+            loader = self._row_loader(valid_data, mine, self.config["eval_batch_size"], shuffle=False)
+            position = 0
+            for interaction in tqdm(loader, total=len(loader), ncols=100, desc=set_color("Fit gate   ", "pink"),
+                                    disable=not show_progress or not self.accelerator.is_main_process):
+                interaction = interaction.to(self.device)
+                batch_rows = torch.tensor(mine[position: position + len(interaction)])
+                batch_lists = None if lists is None else lists[batch_rows].to(self.device)
+                encoder, llm, target = model.residual_parts(interaction, batch_lists)
+                for key, value in (("encoder", encoder), ("llm", llm), ("target", target)):
+                    local[key].append(value.double().cpu())
+                local["row"].append(batch_rows)
+                position += len(interaction)
+        self._save_prompt_caches()
+        gathered = self._gather_rows({key: torch.cat(values) for key, values in local.items()})
+        encoder = gathered["encoder"].nan_to_num(neginf=-float("inf"))
+        gate, before, after = EncoderResidual.best_gate(encoder, gathered["llm"], gathered["target"])
+        model.residual.gate.fill_(gate)
+        self.logger.info(set_color("encoder residual", "yellow") + f": gate g = {gate:.4f} fitted on {len(rows)} valid "
+                         f"users (their cross-entropy {before:.4f} with the encoder alone, {after:.4f} with g)")
+        self._curve_results.clear()  # a curve point's weights scored with another gate are not this model
+        return gate, before, after
+
     # ---------------------------------------------------------------- labeled evaluation
     @torch.inference_mode()
     def score_rows(self, model, eval_data, show_progress=False):

@@ -215,7 +215,9 @@ def test_the_readme_example_runs(cora_run):
     assert namespace["config"]["model"] == "CoRA" and namespace["run"].kind == "llm"
 
 
-def test_a_laser_run_loads_and_recommends_by_its_cosine(tmp_path, tiny_llm):
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_laser_run_loads_and_recommends_by_its_cosine(tmp_path, tiny_llm, residual):
+    # with encoder_residual the gate fitted on valid after training is saved with the model and loaded with it
     from helpers import SLICE_OPTIONS, ml100k_slice
 
     options = {
@@ -223,10 +225,14 @@ def test_a_laser_run_loads_and_recommends_by_its_cosine(tmp_path, tiny_llm):
         "mformer_width": 32, "mformer_heads": 2, "num_queries": 4, "num_experts": 2, "user_vector_size": 32,
         "history_len": 5, "stage1_epochs": 1, "stage2_epochs": 0, "train_rows_per_epoch": 32, "eval_rows": 30,
         "sequential_encoder_config": {"epochs": 1, "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32},
+        "encoder_residual": residual,
     }
     result = run_recbole_cora("Laser", "ml100k-slice", config_dict=options)
     run = load_run(result["results_dir"])
     assert run.evaluate("test")["ndcg@10"] == result["test_result"]["ndcg@10"]
+    if residual:
+        assert result["test_result"]["residual_gate"] != 0
+        assert float(run.model.residual.gate) == pytest.approx(result["test_result"]["residual_gate"], abs=1e-4)
     rows = run.recommend(["1", "2"], k=4)
     assert [r["user"] for r in rows] == ["1"] * 4 + ["2"] * 4 and all(r["title"] for r in rows)
     feat = run.dataset.inter_feat

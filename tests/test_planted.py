@@ -124,3 +124,33 @@ def test_rsllm_in_the_paper_s_form_learns_a_next_item_its_sequential_encoder_car
     options = {**RSLLM_PLANTED, "llm_path": tiny_llm, "user_token": False, "candidate_score": "sum"}
     trained, untrained, _ = trained_and_untrained("RSLLM", "planted-next", data_root, str(tmp_path), **options)
     assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.1, (trained, untrained)
+
+
+
+def test_laser_with_the_encoder_residual_starts_as_its_encoder_and_learns_beyond_it(tiny_llm, data_root, tmp_path):
+    # ours: the frozen BERT4Rec's own score + a gate (fitted on valid) times Laser's cosine
+    options = {**NEXT, "task": "next_item", "llm_path": tiny_llm, "mformer_layers": 1, "mformer_width": 32,
+               "mformer_heads": 2, "num_queries": 4, "num_experts": 4, "user_vector_size": 32, "history_len": 5,
+               "train_batch_size": 16, "learning_rate": 3e-3, "stage1_epochs": 2, "stage2_epochs": 1,
+               "encoder_residual": True,
+               "sequential_encoder_config": {"epochs": 20, "hidden_size": 16, "n_layers": 1, "n_heads": 1,
+                                             "inner_size": 32, "train_batch_size": 256}}
+    trained, untrained, rows = trained_and_untrained("Laser", "planted-next", data_root, str(tmp_path), **options)
+    encoder = rows["BERT4Rec (frozen sequential encoder)"]
+    assert untrained["ndcg@10"] == pytest.approx(encoder["ndcg@10"], abs=1e-6), (untrained, encoder)
+    assert trained["ndcg@10"] > encoder["ndcg@10"] + 0.05, (trained, encoder)
+
+
+@pytest.mark.parametrize("encoder_epochs, margin", [(1, 0.03), (3, 0.0)])
+def test_rsllm_with_the_encoder_residual_starts_as_its_encoder_and_learns_beyond_it(tiny_llm, data_root, tmp_path,
+                                                                                   encoder_epochs, margin):
+    # a weak SASRec (1 epoch: NDCG@10 0.60) leaves the LLM something to add; a stronger one (3 epochs: 0.79) little,
+    # and the fitted gate must then keep the lists at least the encoder's (trained through the fused score on the
+    # training rows, the gate over-trusted the LLM there and fell to 0.70)
+    options = {**RSLLM_PLANTED, "llm_path": tiny_llm, "user_token": True, "candidate_score": "user_item",
+               "encoder_residual": True}
+    options["sequential_encoder_config"] = {**options["sequential_encoder_config"], "epochs": encoder_epochs}
+    trained, untrained, rows = trained_and_untrained("RSLLM", "planted-next", data_root, str(tmp_path), **options)
+    encoder = rows["SASRec (frozen sequential encoder)"]
+    assert untrained["ndcg@10"] == pytest.approx(encoder["ndcg@10"], abs=1e-6), (untrained, encoder)
+    assert trained["ndcg@10"] >= encoder["ndcg@10"] + margin, (trained, encoder)

@@ -88,16 +88,24 @@ def test_the_cached_likelihood_of_each_candidate_equals_a_full_forward_of_each(t
     assert torch.allclose(mean.candidate_scores(batch, lists), cached / counts, atol=1e-4)
 
 
-@pytest.mark.parametrize("stage,user_token", [(1, False), (2, False), (2, True)])
+@pytest.mark.parametrize("stage,user_token,residual", [(1, False, False), (2, False, False), (2, True, False),
+                                                        (2, True, True)])
 def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, slice_path, stage_root, stage,
-                                                                      user_token):
+                                                                      user_token, residual):
     config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item",
-                                        user_token=user_token)
+                                        user_token=user_token, encoder_residual=residual)
     model.set_stage(stage)
     model.eval()
     rows = [0, 5, 9]
     batch = first_batch(test, rows)
     lists = candidate_lists(config, test._dataset)[torch.tensor(rows)]
+    encoder = torch.zeros(lists.shape)
+    gate = 1.0
+    if residual:  # SASRec's own score of each candidate + g x the logit
+        gate = 0.7
+        model.residual.gate.fill_(gate)
+        with torch.no_grad():
+            encoder = model.sequence_encoder.full_sort_predict(batch).gather(1, lists)
     scores = model.candidate_scores(batch, lists)  # one padded batch
     with torch.no_grad():
         for r, prompt in enumerate(model.build_prompts(batch["item_id_list"], lists)):
@@ -108,7 +116,8 @@ def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, s
             for c, (start, end) in enumerate(prompt.spans):
                 end += stage == 2  # a candidate's ID token follows its title and belongs to it
                 expected = F.cosine_similarity(hidden[len(prompt.ids) - 1], hidden[start:end].mean(0), dim=0)
-                assert torch.allclose(scores[r, c], expected, atol=1e-5), (r, c)
+                expected = encoder[r, c] + gate * expected / model.temperatures["user_item"]
+                assert torch.allclose(scores[r, c], expected, atol=1e-4), (r, c)
 
 
 def test_a_greedy_answer_is_the_argmax_of_full_forwards(tiny_llm, slice_path, stage_root):
@@ -338,4 +347,9 @@ def test_a_bad_template_or_placeholder_is_refused_before_anything_trains(tiny_ll
     config = Config("RSLLM", "ml100k-slice", config_dict={**options, "rsllm_prompt_template": "{history} {candidates}"},
                     check=False)
     with pytest.raises(OptionError, match="placeholder_token 'two words' is not one token"):
+        check_run(config, RSLLM)
+    config = Config("RSLLM", "ml100k-slice", config_dict={**options, "rsllm_prompt_template": "{history} {candidates}",
+                                                          "placeholder_token": None, "encoder_residual": True,
+                                                          "candidate_score": "sum"}, check=False)
+    with pytest.raises(OptionError, match="encoder_residual adds .* set `candidate_score: user_item`"):
         check_run(config, RSLLM)

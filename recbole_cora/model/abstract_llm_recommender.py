@@ -20,6 +20,7 @@ from torch import nn
 
 from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.llm import AnswerScorer, execution_device, load_llm
+from recbole_cora.model.layers import EncoderResidual
 
 
 def place_model(model, device):
@@ -57,6 +58,12 @@ class LLMRecommender(AbstractRecommender):
         self.set_gradient_checkpointing(bool(config["gradient_checkpointing"]))
 
     # ---------------------------------------------------------------- what the pipeline and trainer ask
+    @classmethod
+    def option_problems(cls, config):
+        """Sentences naming the model's options that cannot work together (``recbole_cora.checks.check_run`` lists
+        them with every other problem before anything trains); empty when all is well."""
+        return []
+
     @classmethod
     def required_stages(cls, config):
         """Pretraining stages this model reads, ``{kind: config option of its folder}`` (kinds: see
@@ -171,6 +178,8 @@ class LLMRecommender(AbstractRecommender):
     def trainable_state_dict(self):
         """Only what this model learns: the frozen LLM and CF encoder are never saved with it."""
         names = {name for name, p in self.named_parameters() if p.requires_grad}
+        if getattr(self, "residual", None) is not None:  # the gate fitted on valid (``encoder_residual``)
+            names.add("residual.gate")
         return {name: t for name, t in self.state_dict().items() if name in names}
 
 
@@ -251,6 +260,12 @@ class LabeledLLMRecommender(LLMRecommender):
         return torch.sigmoid(self.forward(interaction).double())
 
 
+def encoder_residual(config):
+    """The ``encoder_residual`` head of a model whose config asks for it (``recbole_cora.model.layers.EncoderResidual``),
+    else None."""
+    return EncoderResidual() if config["encoder_residual"] else None
+
+
 class NextItemLLMRecommender(LLMRecommender):
     """The next-item task's head: a user vector read from the LLM's hidden state (``user_vectors``) is scored
     against every item's vector (``item_vectors``), kept as an item matrix that the trainer computes with
@@ -270,7 +285,9 @@ class NextItemLLMRecommender(LLMRecommender):
     * ``center_vectors``: user and item vectors minus the mean item vector (of the cached matrix) before the
       cosine: LLM hidden states are anisotropic (SmolLM2's item vectors have pairwise cosine about 0.9), and a
       cosine over a small temperature of nearly parallel vectors barely separates them;
-    * ``freeze_item_matrix()`` (Laser's stage 2): the matrix stays as it is and the item side gets no gradient.
+    * ``freeze_item_matrix()`` (Laser's stage 2): the matrix stays as it is and the item side gets no gradient;
+    * ``encoder_residual`` (ours): the score is the frozen sequential recommender's own score plus a learned gate
+      (from 0) times the cosine, so the model starts as its encoder and the gate says what the LLM added.
     """
 
     type = ModelType.SEQUENTIAL
@@ -292,6 +309,7 @@ class NextItemLLMRecommender(LLMRecommender):
         # its matrix come back together); cleared by a training step that may change the item side
         self.register_buffer("item_matrix_ready", torch.tensor(False))
         self.register_buffer("item_center", torch.zeros(self.vector_size))
+        self.residual = encoder_residual(config)
 
     def user_vectors(self, interaction):
         """(batch, vector_size) user vectors, and an auxiliary loss term (0 if none)."""
@@ -333,19 +351,26 @@ class NextItemLLMRecommender(LLMRecommender):
         return F.normalize(vectors, dim=-1)
 
     def logits(self, users, fresh_items=None, fresh_vectors=None):
-        """cos(h_u, h_i) / tau for every item (the padding item 0 never ranks); ``fresh_vectors`` (with gradient)
-        replace the cached rows of ``fresh_items``."""
+        """cos(h_u, h_i) / tau for every item (column 0, the padding item, included: ``without_padding`` masks it);
+        ``fresh_vectors`` (with gradient) replace the cached rows of ``fresh_items``."""
         items = self._normalized(self.item_matrix)
         users = self._normalized(users).to(items.device)
         logits = users @ items.t() / self.temperature
         if fresh_items is not None:
             fresh = users @ self._normalized(fresh_vectors).to(items.device).t() / self.temperature
             logits = logits.index_copy(1, fresh_items.to(items.device), fresh)
+        return logits
+
+    @staticmethod
+    def without_padding(logits):
+        """``logits`` with the padding item 0 at -inf: it never ranks."""
         padding = torch.zeros_like(logits, dtype=torch.bool)
         padding[:, 0] = True
         return logits.masked_fill(padding, -float("inf"))
 
     def forward(self, interaction, return_loss=False):
+        """Every item's score (the cosine over tau; with ``encoder_residual`` the encoder's score plus the gate times
+        it), or with ``return_loss`` the loss: cross-entropy of the cosine over tau over all items (the paper's)."""
         users, auxiliary = self.user_vectors(interaction)
         fresh_items = fresh_vectors = None
         if return_loss and self.training and self.item_gradient and self.item_side_trains:
@@ -354,10 +379,31 @@ class NextItemLLMRecommender(LLMRecommender):
             with torch.no_grad():  # the cache takes the fresh rows (the other items keep theirs)
                 self.item_matrix[fresh_items.to(self.item_matrix.device)] = fresh_vectors.detach().to(self.item_matrix)
         logits = self.logits(users, fresh_items, fresh_vectors)
-        if return_loss:  # the loss goes through forward so that a DDP-wrapped model syncs gradients
-            target = interaction[self.ITEM_ID].to(logits.device)
-            return F.cross_entropy(logits, target) + auxiliary
-        return logits
+        if not return_loss:
+            if self.residual is not None:
+                logits = self.residual(self.encoder_scores(interaction, logits.shape[1]), logits)
+            return self.without_padding(logits)
+        # the loss goes through forward so that a DDP-wrapped model syncs gradients
+        target = interaction[self.ITEM_ID].to(logits.device)
+        return F.cross_entropy(self.without_padding(logits), target) + auxiliary
+
+    def encoder_scores(self, interaction, n_items):
+        """(rows, n_items): the frozen sequential recommender's own score of every item (``encoder_residual``)."""
+        return self.reference_encoder().full_sort_predict(interaction)[:, :n_items]
+
+    @torch.no_grad()
+    def residual_parts(self, interaction, lists=None):
+        """For fitting ``encoder_residual``'s gate: (encoder scores, LLM scores, target column), each row over every
+        item (the padding item's encoder score -inf: it never counts), or over ``lists`` (rows, candidates)."""
+        users, _ = self.user_vectors(interaction)
+        llm = self.logits(users)
+        encoder = self.encoder_scores(interaction, llm.shape[1]).to(llm)
+        target = interaction[self.ITEM_ID].to(llm.device)
+        encoder[:, 0] = -float("inf")
+        if lists is None:
+            return encoder, llm, target
+        lists = lists.to(llm.device)
+        return encoder.gather(1, lists), llm.gather(1, lists), (lists == target.view(-1, 1)).float().argmax(dim=1)
 
     def calculate_loss(self, interaction):
         return self.forward(interaction, return_loss=True)

@@ -37,7 +37,7 @@ from recbole_cora.data.list_prompts import ListPromptBuilder
 from recbole_cora.llm.loading import execution_device
 from recbole_cora.llm.peft_lora import inject_lora, is_lora, set_lora_dropout_mode
 from recbole_cora.llm.scoring import continuation_logprobs, greedy_answers
-from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+from recbole_cora.model.abstract_llm_recommender import LLMRecommender, encoder_residual
 from recbole_cora.model.encoders import FrozenSequentialRecommender
 
 
@@ -75,6 +75,7 @@ class RSLLM(LLMRecommender):
                              "id_text": float(config["id_text_temperature"])}
         self.candidate_score = config["candidate_score"] or "sum"
         self.user_token = bool(config["user_token"])
+        self.residual = encoder_residual(config)
         self.max_answer_tokens = int(config["max_answer_tokens"])
         longest = max(range(1, self.n_items), key=lambda i: len(self.prompts.answer_ids(i)))
         if len(self.prompts.answer_ids(longest)) > self.max_answer_tokens:
@@ -85,6 +86,15 @@ class RSLLM(LLMRecommender):
             )
         self.stages = self.stages_of(config)
         self.set_stage(self.stages[0])
+
+    @classmethod
+    def option_problems(cls, config):
+        problems = super().option_problems(config)
+        if config["encoder_residual"]:
+            if (config["candidate_score"] or "sum") != "user_item":
+                problems.append("encoder_residual adds the frozen recommender's score to the user-item cosine: set "
+                                "`candidate_score: user_item` with it (or `encoder_residual: False`).")
+        return problems
 
     # ---------------------------------------------------------------- stages
     def reference_encoder(self):
@@ -210,6 +220,11 @@ class RSLLM(LLMRecommender):
             terms["id_text"] = self.id_text_loss(projected, items)
         return terms
 
+    def encoder_list_scores(self, interaction, lists):
+        """(rows, candidates): the frozen recommender's own score of each candidate (``encoder_residual``)."""
+        encoder = self.sequence_encoder.full_sort_predict(interaction)
+        return encoder.gather(1, lists.to(encoder.device))
+
     def span_means(self, hidden, prompts):
         """(rows, candidates, d): the mean of the LLM's last hidden states over each candidate's title tokens and, in
         the text-ID form, its ID token (which follows the title: a title token cannot attend to it)."""
@@ -257,19 +272,34 @@ class RSLLM(LLMRecommender):
         prompts = self.build_prompts(history, lists)
         embeds, mask, _, _ = self.embed(prompts, history=history)
         if self.candidate_score == "user_item":
-            return self.user_item_scores(embeds, mask, prompts)
+            return self.user_item_scores(interaction, lists, embeds, mask, prompts)
         answers = [[self.prompts.answer_ids(i) for i in row] for row in lists.tolist()]
         sums, counts = continuation_logprobs(self.llm, embeds, mask, answers, pad_id=self.prompts.pad_id)
         return sums / counts if self.candidate_score == "mean" else sums
 
-    def user_item_scores(self, embeds, mask, prompts):
+    def user_item_scores(self, interaction, lists, embeds, mask, prompts):
+        """(rows, candidates): the logits the user-item term trains (``user_item_logits``), plus the encoder's score
+        of each candidate with ``encoder_residual``."""
+        logits = self.user_item_logits(embeds, mask, prompts)
+        return logits if self.residual is None else self.residual(self.encoder_list_scores(interaction, lists), logits)
+
+    def user_item_logits(self, embeds, mask, prompts):
         """(rows, candidates): the cosine of each row's user (the prompt's last hidden state) with each candidate (the
-        mean last hidden state over its title's tokens in the same prompt), the pair the user-item term trains."""
+        mean last hidden state over its title's tokens in the same prompt), over ``user_item_temperature``."""
         hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
         last = torch.tensor([len(p.ids) - 1 for p in prompts], device=hidden.device)
         users = hidden[torch.arange(len(prompts), device=hidden.device), last]
-        candidates = self.span_means(hidden, prompts)
-        return torch.einsum("rd,rcd->rc", F.normalize(users.float(), dim=-1), F.normalize(candidates.float(), dim=-1))
+        return cosines(users, self.span_means(hidden, prompts)) / self.temperatures["user_item"]
+
+    @torch.inference_mode()
+    def residual_parts(self, interaction, lists):
+        """For fitting ``encoder_residual``'s gate: (encoder scores, LLM scores, target column), (rows, candidates)."""
+        history, lists = interaction[self.ITEM_SEQ].cpu(), lists.cpu()
+        prompts = self.build_prompts(history, lists)
+        embeds, mask, _, _ = self.embed(prompts, history=history)
+        llm = self.user_item_logits(embeds, mask, prompts)
+        target = interaction[self.ITEM_ID].cpu().view(-1, 1)
+        return self.encoder_list_scores(interaction, lists).to(llm), llm, (lists == target).float().argmax(dim=1)
 
     @torch.inference_mode()
     def answer_candidates(self, interaction, lists):
@@ -287,10 +317,15 @@ class RSLLM(LLMRecommender):
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
 
 
+def cosines(queries, keys):
+    """(rows, choices): cos(query_k, key_kj) of queries (rows, d) and keys (rows, choices, d), in float32."""
+    return torch.einsum("rd,rcd->rc", F.normalize(queries.float(), dim=-1), F.normalize(keys.float(), dim=-1))
+
+
 def info_nce(queries, keys, positives, temperature):
     """Cross-entropy of cos(query_k, key_kj) / temperature over j, with ``positives[k]`` the right j; ``keys`` is
     (rows, choices, d)."""
-    logits = torch.einsum("rd,rcd->rc", F.normalize(queries.float(), dim=-1), F.normalize(keys.float(), dim=-1))
+    logits = cosines(queries, keys)
     return F.cross_entropy(logits / temperature, positives.to(logits.device))
 
 
