@@ -144,6 +144,8 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         # The frozen encoder's own scores, on exactly the rows (or users) the LLM model was evaluated on.
         name = f"{reference.cf_model} (frozen {reference.role})"
         results[name] = trainer.evaluate_model(reference, test_data)
+    if getattr(model, "residual", None) is not None:  # the LLM's score alone (the paper's), on the same rows
+        results[f"{config['model']} (LLM score alone)"] = llm_score_alone(trainer, model, test_data)
     if is_llm and config["zero_shot_row"] and hasattr(model, "zero_shot") and not model.in_zero_shot:
         results["ZeroShot (frozen LLM)"] = zero_shot_result(config, trainer, model, test_data, state)
     results[config["model"]] = test_result
@@ -179,6 +181,19 @@ def claim(path, tail, folder, state):
 
         claimed = broadcast_object_list([claimed])[0]
     return Path(claimed)
+
+
+def llm_score_alone(trainer, model, test_data):
+    """``encoder_residual``'s model scored by its LLM's score alone (what its paper ranks by) on the rows it was
+    tested on: beside the encoder's row and the fused one, what each part brings. Greedy answers are not generated
+    again (they do not depend on the score)."""
+    answers = trainer.config["generate_answers"]
+    trainer.config["generate_answers"] = False
+    try:
+        with model.llm_score_alone():
+            return trainer.evaluate_model(model, test_data)
+    finally:
+        trainer.config["generate_answers"] = answers
 
 
 def zero_shot_result(config, trainer, model, test_data, state):

@@ -380,12 +380,15 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         self.wrapped.eval()
         if self.next_item and not self.model.has_item_matrix:
             self.compute_item_matrix()
-        with torch.no_grad():
+        residual = getattr(self.model, "residual", None) is not None
+        with torch.no_grad(), self.model.llm_score_alone():  # encoder_residual: its LLM's score (no gate yet)
             result = self.evaluate_model(self.model, self.curve_data, show_progress=False)
         self.wrapped.train()
-        self._curve_results[epoch_idx + 1] = result
+        if not residual:  # a residual model's test pass uses its fitted gate: not this point's score
+            self._curve_results[epoch_idx + 1] = result
         point = {"epoch": epoch_idx + 1, "train_rows": (epoch_idx + 1) * rows_per_epoch,
-                 "epoch_train_seconds": round(seconds, 1), **_plain_result(result)}
+                 "epoch_train_seconds": round(seconds, 1), **({"score": "LLM score alone"} if residual else {}),
+                 **_plain_result(result)}
         self.logger.info(set_color("curve", "yellow") + f": after {point['train_rows']} training rows {result}")
         if self.accelerator.is_main_process:
             with open(self.curve_file, "a") as f:
@@ -526,6 +529,13 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         return result
 
     # ---------------------------------------------------------------- evaluation
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """RecBole's validation. A model with ``encoder_residual`` is validated by its LLM's score alone (its
+        paper's): its gate is fitted after training, and until then the fused score is the encoder's, the same at
+        every epoch, so early stopping and the best model would read nothing the LLM learned."""
+        with self.model.llm_score_alone():
+            return super()._valid_epoch(valid_data, show_progress)
+
     def _eval_rows(self, eval_data):
         return eval_row_subset(len(eval_data._dataset), self.config)
 

@@ -251,3 +251,21 @@ def test_item_gradient_scores_the_batch_targets_with_fresh_vectors_and_writes_th
     model.set_item_matrix(model.item_matrix)
     model.weights_changed()
     assert model.has_item_matrix
+
+
+def test_with_the_encoder_residual_validation_reads_the_llm_s_score_and_test_the_fused_one(tiny_llm, slice_path,
+                                                                                           stage_root):
+    # the gate is fitted after training: until then the fused score is the encoder's, the same at every epoch, so
+    # validation (early stopping, the best model) must read the LLM's own score
+    config, model, (train, valid, _) = build(tiny_llm, slice_path, stage_root, encoder_residual=True, eval_rows=40)
+    trainer = get_trainer(config["MODEL_TYPE"], "Laser", config)(config, model)
+    model.eval()
+    trainer.compute_item_matrix()
+    encoder = trainer.evaluate_model(model.reference_encoder(), valid)
+    assert trainer.evaluate_model(model, valid) == encoder  # gate 0: the encoder's ranking
+    _, validated = trainer._valid_epoch(valid)
+    with model.llm_score_alone():
+        alone = trainer.evaluate_model(model, valid)
+    assert model.residual is not None and validated == alone and alone != encoder
+    gate, before, after = trainer.fit_residual_gate(valid)
+    assert float(model.residual.gate) == pytest.approx(gate) and after <= before

@@ -137,6 +137,7 @@ def test_laser_with_the_encoder_residual_starts_as_its_encoder_and_learns_beyond
                                              "inner_size": 32, "train_batch_size": 256}}
     trained, untrained, rows = trained_and_untrained("Laser", "planted-next", data_root, str(tmp_path), **options)
     encoder = rows["BERT4Rec (frozen sequential encoder)"]
+    assert set(rows) == {"Laser", "Laser (LLM score alone)", "BERT4Rec (frozen sequential encoder)"}
     assert untrained["ndcg@10"] == pytest.approx(encoder["ndcg@10"], abs=1e-6), (untrained, encoder)
     assert trained["ndcg@10"] > encoder["ndcg@10"] + 0.05, (trained, encoder)
 

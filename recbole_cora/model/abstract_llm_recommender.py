@@ -175,6 +175,18 @@ class LLMRecommender(AbstractRecommender):
             if isinstance(value, PromptBuilder):
                 value.save_cache()
 
+    @contextlib.contextmanager
+    def llm_score_alone(self):
+        """Within it, a model with ``encoder_residual`` scores by its LLM's score alone (its paper's score): what
+        training's validation and learning-curve points measure, since the gate is fitted after training and until
+        then the fused score is the encoder's, the same at every epoch. No effect on other models."""
+        residual = getattr(self, "residual", None)
+        self.residual = None
+        try:
+            yield
+        finally:
+            self.residual = residual
+
     def trainable_state_dict(self):
         """Only what this model learns: the frozen LLM and CF encoder are never saved with it."""
         names = {name for name, p in self.named_parameters() if p.requires_grad}
