@@ -723,7 +723,8 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
         gate, before, after = EncoderResidual.best_gate(encoder, gathered["llm"], gathered["target"])
         model.residual.gate.fill_(gate)
         self.logger.info(set_color("encoder residual", "yellow") + f": gate g = {gate:.4f} fitted on {len(rows)} valid "
-                         f"users (their cross-entropy {before:.4f} with the encoder alone, {after:.4f} with g)")
+                         f"users (their cross-entropy {before:.4f} with the encoder alone, {after:.4f} with g"
+                         + ("" if gate else ": the LLM's score adds nothing significant there, the encoder ranks") + ")")
         self._curve_results.clear()  # a curve point's weights scored with another gate are not this model
         return gate, before, after
 

@@ -190,7 +190,8 @@ def test_run_recbole_cora_reports_laser_beside_its_frozen_sequential_encoder(tin
     # 2 keeps its matrix fixed, so its estimate is the steps alone
     estimates = [r.getMessage() for r in caplog.records if " s a training step (measured over" in r.getMessage()]
     assert len(estimates) == 2 and "1 item-matrix pass(es) of" in estimates[0] and "item-matrix" not in estimates[1]
-    assert set(out["results"]) == {"Laser", "BERT4Rec (frozen sequential encoder)"}
+    # encoder_residual (the default): the fused score, the LLM's cosine alone (the paper's) and the encoder's own
+    assert set(out["results"]) == {"Laser", "Laser (LLM score alone)", "BERT4Rec (frozen sequential encoder)"}
     for row in out["results"].values():
         assert row["users"] == 50 and 0 <= row["ndcg@10"] <= row["ndcg@20"] <= 1
     assert "| Laser | users | 50 |" in out["table"]

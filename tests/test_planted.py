@@ -47,7 +47,12 @@ def untrained_result(model_name, dataset, options):
 def trained_and_untrained(model_name, dataset, data_root, stage_root, **extra):
     options = {**QUIET, "data_path": data_root, "cf_checkpoint_dir": stage_root, "zero_shot_row": False, **extra}
     out = run_recbole_cora(model_name, dataset, config_dict=options, saved=False)
-    return out["results"][model_name], untrained_result(model_name, dataset, options), out["results"]
+    untrained = untrained_result(model_name, dataset, options)
+    metric = "auc" if "auc" in untrained else "ndcg@10"
+    rows = ", ".join(f"{name} {result[metric]:.4f}" for name, result in out["results"].items())
+    print(f"\nplanted {dataset}: {metric} untrained {model_name} {untrained[metric]:.4f}; trained: {rows}"
+          + (f" (gate {out['results'][model_name]['residual_gate']})" if "residual_gate" in out["results"][model_name] else ""))
+    return out["results"][model_name], untrained, out["results"]
 
 
 LABELED = {**planted.LABELED_OPTIONS, "cf_config": {"epochs": 40, "embedding_size": 16}}
@@ -96,6 +101,7 @@ def test_laser_learns_a_next_item_its_sequential_encoder_and_titles_carry(tiny_l
     options = {**NEXT, "task": "next_item", "llm_path": tiny_llm, "mformer_layers": 1, "mformer_width": 32,
                "mformer_heads": 2, "num_queries": 4, "num_experts": 4, "user_vector_size": 32, "history_len": 5,
                "train_batch_size": 16, "learning_rate": 3e-3, "stage1_epochs": 2, "stage2_epochs": 1,
+               "encoder_residual": False,  # the paper's score, the cosine alone
                "sequential_encoder_config": {"epochs": 20, "hidden_size": 16, "n_layers": 1, "n_heads": 1,
                                              "inner_size": 32, "train_batch_size": 256}}
     trained, untrained, _ = trained_and_untrained("Laser", "planted-next", data_root, str(tmp_path), **options)
@@ -111,7 +117,8 @@ RSLLM_PLANTED = {**NEXT, "task": "candidates", "candidate_count": 6, "history_le
 
 def test_rsllm_learns_a_next_item_its_sequential_encoder_carries(tiny_llm, data_root, tmp_path):
     # the user's SASRec state as the prompt's last token, the user-item cosine as the score (both ours)
-    options = {**RSLLM_PLANTED, "llm_path": tiny_llm, "user_token": True, "candidate_score": "user_item"}
+    options = {**RSLLM_PLANTED, "llm_path": tiny_llm, "user_token": True, "candidate_score": "user_item",
+               "encoder_residual": False}  # its own score: the fused one would start at SASRec's 0.99
     trained, untrained, _ = trained_and_untrained("RSLLM", "planted-next", data_root, str(tmp_path), **options)
     assert trained["ndcg@10"] > 0.9 and trained["ndcg@10"] > untrained["ndcg@10"] + 0.3, (trained, untrained)
 
@@ -121,7 +128,8 @@ def test_rsllm_learns_a_next_item_its_sequential_encoder_carries(tiny_llm, data_
     "this budget: NDCG@10 0.526 untrained, 0.546 trained (a random order of 6: 0.55; its SASRec 0.99). Over 100 steps "
     "on the same 16 rows its answer loss goes from 6.91 to 6.66 (ln 1024 = 6.93)."))
 def test_rsllm_in_the_paper_s_form_learns_a_next_item_its_sequential_encoder_carries(tiny_llm, data_root, tmp_path):
-    options = {**RSLLM_PLANTED, "llm_path": tiny_llm, "user_token": False, "candidate_score": "sum"}
+    options = {**RSLLM_PLANTED, "llm_path": tiny_llm, "user_token": False, "candidate_score": "sum",
+               "encoder_residual": False}
     trained, untrained, _ = trained_and_untrained("RSLLM", "planted-next", data_root, str(tmp_path), **options)
     assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.1, (trained, untrained)
 

@@ -270,8 +270,8 @@ def test_stage_one_trains_lora_alone_stage_two_adds_the_projector_and_the_encode
 def test_an_answer_is_its_candidate_s_tokens_as_the_prompt_shows_them_then_the_end_token(tiny_llm, slice_path, stage_root):
     # An answer in another form than the list's (the bare title after quoted titles) makes its first and end tokens
     # cost far more than the copied middle ones, and a per-token mean then ranks by title length.
-    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root)
-    assert model.candidate_score == "sum"  # the default: the copied tokens cost about 0, the sum is the choice
+    config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="sum", encoder_residual=False)
+    assert model.candidate_score == "sum"  # the paper's form: the copied tokens cost about 0, the sum is the choice
     batch = first_batch(test, [0, 3])
     lists = candidate_lists(config, test._dataset)[torch.tensor([0, 3])]
     for with_ids in (False, True):
@@ -293,7 +293,9 @@ def test_the_pipeline_reports_rsllm_beside_its_frozen_sasrec_on_the_same_lists(t
     options = {**SMALL_RSLLM, "llm_path": tiny_llm, "data_path": slice_path, "cf_checkpoint_dir": stage_root,
                "stage1_epochs": 1, "stage2_epochs": 1, "train_rows_per_epoch": 16, "eval_rows": 12}
     out = run_recbole_cora("RSLLM", "ml100k-slice", config_dict=options)
-    assert set(out["results"]) == {"RSLLM", "SASRec (frozen sequential encoder)"}
+    # encoder_residual (the default): the fused score, the user-item logit alone and SASRec's own, on the same lists
+    assert set(out["results"]) == {"RSLLM", "RSLLM (LLM score alone)", "SASRec (frozen sequential encoder)"}
+    assert "residual_gate" in out["results"]["RSLLM"]
     rsllm = out["results"]["RSLLM"]
     assert rsllm["users"] == 12 and 0 <= rsllm["valid_ratio"] <= 1 and 0 <= rsllm["hit_ratio@1_all"] <= rsllm["valid_ratio"]
     assert 0 <= rsllm["hit@1"] <= rsllm["hit@5"] <= 1
