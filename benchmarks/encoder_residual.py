@@ -1,6 +1,8 @@
 """The encoder residual (ours) on the embedded presets: Laser (next item, 200 users ranking every item) and RSLLM
 (candidate lists of 20, 100 users), each run giving three rows on the same test users: the frozen encoder alone, the
-LLM's score alone (the paper's score) and the fused score (``encoder_residual``: encoder + g x LLM, g fitted on valid).
+LLM's score alone (Laser's: the paper's score; RSLLM's: its user-item logit with the user token, ours) and the fused
+score (``encoder_residual``: encoder + g x LLM, g fitted on valid, 0 unless a likelihood-ratio test says the LLM adds
+something there).
 
     python benchmarks/encoder_residual.py                          # Laser and RSLLM, seeds 2020, 2021, 2022
     python benchmarks/encoder_residual.py --models RSLLM --seeds 2020
@@ -10,12 +12,15 @@ Each (model, seed) is one ``python run_recbole_cora.py --model M --seed=S --enco
 shared work folder (--work: the dequantised LLM and the token caches are built once, a seed's encoder stage once). A
 finished pair is kept in --out/runs.jsonl and never run again (a killed call goes on where it stopped). The LLM side
 trains as in the paper whether or not the residual is on (the gate is fitted after training and changes no step), so
-the "LLM score alone" row is the paper's model of that seed. Other ``--key=value`` options go to every run.
+the "LLM score alone" row is the model of that seed without the residual. The table also gives each run's valid
+cross-entropy with the encoder alone and fused, read from its log, and the likelihood-ratio statistic the gate's test
+compares with 3.84. Other ``--key=value`` options go to every run.
 """
 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -57,21 +62,37 @@ def parts(row):
             results[model])
 
 
-def report(out):
+def valid_fit(work, row):
+    """(valid users, their cross-entropy with the encoder alone, with g) from the run's log line of the gate's fit,
+    and the likelihood-ratio statistic 2 n (alone - fused) the gate's test reads (None where the log is missing)."""
+    log = work / f"{row['model']}-{row['seed']}.log"
+    if not log.is_file():
+        return None
+    found = re.search(r"fitted on (\d+) valid users \(their cross-entropy ([\d.]+) with the encoder alone, ([\d.]+) with g",
+                      log.read_text(errors="replace"))
+    if not found:
+        return None
+    n, alone, fused = int(found[1]), float(found[2]), float(found[3])
+    return n, alone, fused, 2 * n * (alone - fused)
+
+
+def report(out, work):
     rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
-    lines = ["| model | seed | users | score | " + " | ".join(["metric"] * 2) + " | gate g | wall |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | seed | users | score | NDCG@10 | other | gate g | valid cross-entropy: encoder / fused (LR statistic) | wall |",
+             "|---|---|---|---|---|---|---|---|---|"]
     summary = {}
     for row in rows:
         model = row["model"]
         first, second = METRIC[model]
         wall = f"{row['seconds'] // 60} min {row['seconds'] % 60:02d} s"
-        for name, result in zip((f"{ENCODER[model]} alone (frozen)", f"{model}: LLM score alone (the paper's)",
+        fit = valid_fit(work, row)
+        for name, result in zip((f"{ENCODER[model]} alone (frozen)", f"{model}: LLM score alone",
                                  f"{model}: fused (encoder_residual)"), parts(row)):
-            gate = f"{result['residual_gate']:.3f}" if "residual_gate" in result else ""
-            lines.append(f"| {model} | {row['seed']} | {result.get('users', '')} | {name} | {first} "
-                         f"{result[first]:.4f} | {second} {result[second]:.4f} | {gate} | "
-                         f"{wall if gate else ''} |")
+            fused = "residual_gate" in result
+            gate = f"{result['residual_gate']:.3f}" if fused else ""
+            test = f"{fit[1]:.4f} / {fit[2]:.4f} ({fit[3]:.2f})" if fused and fit else ""
+            lines.append(f"| {model} | {row['seed']} | {result.get('users', '')} | {name} | {result[first]:.4f} | "
+                         f"{second} {result[second]:.4f} | {gate} | {test} | {wall if fused else ''} |")
             summary.setdefault((model, name), []).append(result[first])
     lines += ["", "| model | score | NDCG@10 mean | spread (min - max) | seeds |", "|---|---|---|---|---|"]
     for (model, name), values in summary.items():
@@ -135,7 +156,7 @@ def main(argv=None):
                       f"{alone['ndcg@10']:.4f}, fused {fused['ndcg@10']:.4f} (g {fused['residual_gate']:.3f}; "
                       f"{row['seconds']} s)", flush=True)
     if (out / "runs.jsonl").is_file():
-        report(out)
+        report(out, Path(args.work) if args.work else out / "work")
 
 
 if __name__ == "__main__":
