@@ -22,12 +22,13 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from seed_runs import run_model, run_pending  # noqa: E402
 MODELS = {
     # the embedded next-item preset as it is
     "Laser": {"encoder_residual": True},
@@ -41,18 +42,9 @@ METRIC = {"Laser": ("ndcg@10", "recall@10"), "RSLLM": ("ndcg@10", "hit@1")}
 
 def run_one(model, seed, work, extra):
     options = {**MODELS[model], "seed": seed}
-    args = [f"--{key}={value}" for key, value in options.items()] + list(extra)
-    started = time.time()
-    log = work / f"{model}-{seed}.log"
-    with open(log, "w") as f:
-        code = subprocess.call([sys.executable, str(ROOT / "run_recbole_cora.py"), "--model", model, *args],
-                               cwd=work, stdout=f, stderr=subprocess.STDOUT)
-    if code:
-        raise SystemExit(f"{model} seed {seed} failed (exit {code}); see {log}")
-    folders = sorted((work / "results").glob(f"{model}-*"), key=lambda p: p.stat().st_mtime)
-    results = json.loads((folders[-1] / "results.json").read_text())
-    return {"model": model, "seed": seed, "seconds": round(time.time() - started), "results_dir": folders[-1].name,
-            "options": options, "extra": list(extra), "results": results}
+    seconds, folder, results = run_model(model, options, work / f"{model}-{seed}.log", work, extra)
+    return {"model": model, "seed": seed, "seconds": seconds, "results_dir": folder, "options": options,
+            "extra": list(extra), "results": results}
 
 
 def parts(row):
@@ -125,6 +117,12 @@ def draw(out, summary):
     fig.savefig(out / "encoder_residual.png", dpi=120)
 
 
+def announce(row):
+    encoder, alone, fused = parts(row)
+    return (f"{row['model']} seed {row['seed']}: NDCG@10 encoder {encoder['ndcg@10']:.4f}, LLM alone "
+            f"{alone['ndcg@10']:.4f}, fused {fused['ndcg@10']:.4f} (g {fused['residual_gate']:.3f}; {row['seconds']} s)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="Laser,RSLLM")
@@ -136,25 +134,14 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:
-        work = Path(args.work) if args.work else out / "work"
+        work = (Path(args.work) if args.work else out / "work").resolve()
         work.mkdir(parents=True, exist_ok=True)
-        done_file = out / "runs.jsonl"
-        done = set()
-        if done_file.is_file():
-            done = {(r["model"], r["seed"]) for r in map(json.loads, done_file.read_text().splitlines()) if r}
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for model in args.models.split(","):
-                if model not in MODELS:
-                    raise SystemExit(f"--models: unknown {model!r} (use {', '.join(MODELS)})")
-                if (model, seed) in done:
-                    continue
-                row = run_one(model, seed, work.resolve(), extra)
-                with open(done_file, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                encoder, alone, fused = parts(row)
-                print(f"{model} seed {seed}: NDCG@10 encoder {encoder['ndcg@10']:.4f}, LLM alone "
-                      f"{alone['ndcg@10']:.4f}, fused {fused['ndcg@10']:.4f} (g {fused['residual_gate']:.3f}; "
-                      f"{row['seconds']} s)", flush=True)
+        unknown = set(args.models.split(",")) - set(MODELS)
+        if unknown:
+            raise SystemExit(f"--models: unknown {sorted(unknown)} (use {', '.join(MODELS)})")
+        pairs = [(model, int(seed)) for seed in args.seeds.split(",") for model in args.models.split(",")]
+        run_pending(out, pairs, lambda model, seed: run_one(model, seed, work, extra),
+                    key=lambda row: (row["model"], row["seed"]), announce=announce)
     if (out / "runs.jsonl").is_file():
         report(out, Path(args.work) if args.work else out / "work")
 

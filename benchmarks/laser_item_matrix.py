@@ -20,12 +20,13 @@ Variants (options over the embedded preset, properties/presets/embedded_next_ite
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from seed_runs import run_model, run_pending  # noqa: E402
 VARIANTS = {
     "paper": {"item_gradient": "none", "center_vectors": False},
     "center": {"item_gradient": "none", "center_vectors": True},
@@ -38,18 +39,9 @@ METRICS = ("ndcg@10", "recall@10", "mrr@10", "hit@20")
 
 def run_one(variant, seed, work, extra):
     options = {**VARIANTS[variant], "seed": seed}
-    args = [f"--{key}={value}" for key, value in options.items()] + list(extra)
-    started = time.time()
-    log = work / f"{variant}-{seed}.log"
-    with open(log, "w") as f:
-        code = subprocess.call([sys.executable, str(ROOT / "run_recbole_cora.py"), "--model", "Laser", *args],
-                               cwd=work, stdout=f, stderr=subprocess.STDOUT)
-    if code:
-        raise SystemExit(f"{variant} seed {seed} failed (exit {code}); see {log}")
-    folders = sorted((work / "results").glob("Laser-*"), key=lambda p: p.stat().st_mtime)
-    results = json.loads((folders[-1] / "results.json").read_text())
-    return {"variant": variant, "seed": seed, "seconds": round(time.time() - started), "results_dir": folders[-1].name,
-            "options": options, "results": results}
+    seconds, folder, results = run_model("Laser", options, work / f"{variant}-{seed}.log", work, extra)
+    return {"variant": variant, "seed": seed, "seconds": seconds, "results_dir": folder, "options": options,
+            "results": results}
 
 
 def report(out):
@@ -78,23 +70,16 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:
-        work = Path(args.work) if args.work else out / "work"
+        work = (Path(args.work) if args.work else out / "work").resolve()
         work.mkdir(parents=True, exist_ok=True)
-        done_file = out / "runs.jsonl"
-        done = set()
-        if done_file.is_file():
-            done = {(r["variant"], r["seed"]) for r in map(json.loads, done_file.read_text().splitlines()) if r}
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for variant in args.variants.split(","):
-                if variant not in VARIANTS:
-                    raise SystemExit(f"--variants: unknown {variant!r} (use {', '.join(VARIANTS)})")
-                if (variant, seed) in done:
-                    continue
-                row = run_one(variant, seed, work.resolve(), extra)
-                with open(done_file, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(f"{variant} seed {seed}: Laser NDCG@10 {row['results']['Laser'].get('ndcg@10'):.4f} "
-                      f"({row['seconds']} s)", flush=True)
+        unknown = set(args.variants.split(",")) - set(VARIANTS)
+        if unknown:
+            raise SystemExit(f"--variants: unknown {sorted(unknown)} (use {', '.join(VARIANTS)})")
+        pairs = [(variant, int(seed)) for seed in args.seeds.split(",") for variant in args.variants.split(",")]
+        run_pending(out, pairs, lambda variant, seed: run_one(variant, seed, work, extra),
+                    key=lambda row: (row["variant"], row["seed"]),
+                    announce=lambda row: (f"{row['variant']} seed {row['seed']}: Laser NDCG@10 "
+                                          f"{row['results']['Laser'].get('ndcg@10'):.4f} ({row['seconds']} s)"))
     if (out / "runs.jsonl").is_file():
         report(out)
 
