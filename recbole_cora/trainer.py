@@ -719,8 +719,7 @@ class LLMTrainer(LabeledEvaluationMixin, Trainer):
                 position += len(interaction)
         self._save_prompt_caches()
         gathered = self._gather_rows({key: torch.cat(values) for key, values in local.items()})
-        encoder = gathered["encoder"].nan_to_num(neginf=-float("inf"))
-        gate, before, after = EncoderResidual.best_gate(encoder, gathered["llm"], gathered["target"])
+        gate, before, after = EncoderResidual.best_gate(gathered["encoder"], gathered["llm"], gathered["target"])
         model.residual.gate.fill_(gate)
         self.logger.info(set_color("encoder residual", "yellow") + f": gate g = {gate:.4f} fitted on {len(rows)} valid "
                          f"users (their cross-entropy {before:.4f} with the encoder alone, {after:.4f} with g"
