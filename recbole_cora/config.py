@@ -56,6 +56,7 @@ CHOICES = {
     "cf_input_norm": ("none", "standardize"),
     "candidate_score": ("sum", "mean", "user_item"),
     "item_gradient": ("none", "batch"),
+    "answer_loss": ("bce", "lm"),
 }
 
 

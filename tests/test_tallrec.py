@@ -45,3 +45,62 @@ def test_peft_lora_on_layers_offloaded_to_disk_is_made_where_they_run(tiny_llm, 
     reference.load_state_dict(model.trainable_state_dict(), strict=False)
     batch = train.collate_fn(list(range(16)))
     assert_same_scores_and_gradients(model, reference, batch[0] if isinstance(batch, tuple) else batch)
+
+
+def test_the_reference_loss_is_the_language_model_loss_over_prompt_answer_and_end_token(tiny_llm):
+    # answer_loss: lm (TALLRec's reference code, train_on_inputs): every token of "prompt + answer word + end token"
+    # is predicted from the ones before it, over the whole vocabulary, the mean over the batch's tokens
+    _, model, (train, _, _) = build(tiny_llm, answer_loss="lm")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a LoRA that does something, so that the loss must go through it
+    model.eval()
+    batch = train.collate_fn(list(range(6)))
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    labels = batch[model.LABEL].tolist()
+    assert 0 < sum(labels) < len(labels)  # both answers are in the batch
+    yes, no = model.scorer.answer_ids
+    total, count = 0.0, 0
+    for ids, label in zip(model.prompts.token_ids(*model.prompts.rows(batch)), labels):
+        row = torch.tensor([ids + [yes if label > 0.5 else no, model.tokenizer.eos_token_id]])
+        logits = model.llm(input_ids=row).logits[0, :-1].double()
+        total += torch.nn.functional.cross_entropy(logits, row[0, 1:], reduction="sum").item()
+        count += row.shape[1] - 1
+    with torch.no_grad():
+        loss = model.calculate_loss(batch)
+    assert abs(loss.item() - total / count) < 1e-4, (loss.item(), total / count)
+    loss = model.calculate_loss(batch)
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_the_default_loss_is_bce_of_the_yes_minus_no_score(tiny_llm):
+    _, model, (train, _, _) = build(tiny_llm)
+    model.eval()
+    batch = train.collate_fn(list(range(6)))
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    with torch.no_grad():
+        scores = model.forward(batch)
+        loss = model.calculate_loss(batch)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(scores, batch[model.LABEL].float())
+    assert torch.allclose(loss, expected)
+
+
+def test_the_few_shot_sample_is_drawn_once_and_is_every_epoch_s_rows(tiny_llm):
+    config, model, (train, _, _) = build(tiny_llm, llm_train_samples=48)
+    assert len(model.train_row_subset) == 48
+    _, again, _ = build(tiny_llm, llm_train_samples=48)
+    assert again.train_row_subset == model.train_row_subset  # drawn with the seed
+    trainer = get_trainer(config["MODEL_TYPE"], "TALLRec", config)(config, model)
+    assert sorted(trainer._train_rows(train, 0)) == sorted(trainer._train_rows(train, 1)) == model.train_row_subset
+
+
+def test_the_reference_preset_is_a_valid_run(tiny_llm):
+    from recbole_cora.config import PROPERTIES_DIR
+
+    preset = str(PROPERTIES_DIR / "presets" / "tallrec_reference.yaml")
+    config = Config("TALLRec", "ml-100k", config_file_list=[preset], config_dict={**SMALL_CORA, "llm_path": tiny_llm})
+    assert not config.problems, config.problems
+    assert (config["answer_loss"], config["llm_train_samples"], config["gradient_accumulation_steps"]) == ("lm", 512, 8)
+    assert config["train_batch_size"] * config["gradient_accumulation_steps"] == 128

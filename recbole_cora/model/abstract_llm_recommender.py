@@ -272,6 +272,19 @@ class LabeledLLMRecommender(LLMRecommender):
         return torch.sigmoid(self.forward(interaction).double())
 
 
+def fixed_row_subset(n_rows, samples, seed):
+    """The training rows an LLM side learns from, drawn once, uniformly, with the seed (``llm_train_samples``: a
+    count, or a share below 1; ~ or a count of at least ``n_rows``: every row, then None). RecLoRA's Few2Many and
+    TALLRec's few-shot ``sample``."""
+    if not samples:
+        return None
+    count = int(round(samples * n_rows)) if samples < 1 else int(samples)
+    if count >= n_rows:
+        return None
+    generator = torch.Generator().manual_seed(int(seed))
+    return sorted(torch.randperm(n_rows, generator=generator)[:count].tolist())
+
+
 def encoder_residual(config):
     """The ``encoder_residual`` head of a model whose config asks for it (``recbole_cora.model.layers.EncoderResidual``),
     else None."""

@@ -22,7 +22,7 @@ import torch
 
 from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.llm import MixtureLoRA
-from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
+from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender, fixed_row_subset
 from recbole_cora.model.encoders import FrozenCFEncoder, FrozenDINEncoder
 from recbole_cora.model.layers import MetaLoRAGates
 
@@ -79,15 +79,8 @@ class RecLoRA(LabeledLLMRecommender):
 
     @staticmethod
     def few2many_rows(n_rows, samples, seed):
-        """Few2Many: the training rows the LLM side learns from, drawn once, uniformly, with the seed
-        (``samples``: a count, or a share below 1; ~: every row, then None)."""
-        if not samples:
-            return None
-        count = int(round(samples * n_rows)) if samples < 1 else int(samples)
-        if count >= n_rows:
-            return None
-        generator = torch.Generator().manual_seed(int(seed))
-        return sorted(torch.randperm(n_rows, generator=generator)[:count].tolist())
+        """Few2Many: the training rows the LLM side learns from (``fixed_row_subset``)."""
+        return fixed_row_subset(n_rows, samples, seed)
 
     def user_representation(self, interaction):
         """u: the frozen recommender's representation of each sample (DIN: its final hidden state)."""
