@@ -4,6 +4,8 @@
 #
 #   bash benchmarks/quality_gpu.sh                          # from the checkout's root; ML-1M atomic files in $DATA/ml-1m
 #   MODELS="CoRA-MF TALLRec" CURVE=1,4,16 bash benchmarks/quality_gpu.sh
+#   MODELS=TALLRec CURVE=1,2,4,8,16,32,64 QARGS="--rows_per_epoch 512 --answer_loss=lm --llm_train_samples=512 \
+#     --gradient_accumulation_steps=8" bash benchmarks/quality_gpu.sh   # TALLRec's reference recipe: 512 shots, batch 128
 #
 # Environment: MODELS (quality.py's names), CURVE (its --curve), DATA (its --data_path; default $ROOTQ/data),
 # ROOTQ (where the copy of the checkout, the outputs $ROOTQ/qout and the work folders $ROOTQ/qw/<model> go;
