@@ -500,14 +500,16 @@ def run(args, device):
 def padding_of_training_batches(trainer, train_data, rows, batch_size):
     """Padded positions as a share of all positions, over training batches of ``rows`` in random order and in
     the trainer's length-bucketed order (``length_bucketing: train_and_eval``): prompt lengths, no timing."""
-    lengths = dict(zip(rows, trainer._prompt_lengths(train_data, rows)))
+    from recbole_cora.training.sampling import length_bucketed, prompt_lengths
+
+    lengths = dict(zip(rows, prompt_lengths(trainer.model, train_data, rows)))
 
     def share(order):
         batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
         padded = sum(max(lengths[r] for r in b) * len(b) for b in batches)
         return 1 - sum(lengths.values()) / padded
 
-    return {"rows": len(rows), "random": share(rows), "bucketed": share(trainer._bucketed(train_data, rows, batch_size, 0))}
+    return {"rows": len(rows), "random": share(rows), "bucketed": share(length_bucketed(rows, [lengths[r] for r in rows], batch_size, trainer.config["seed"], 0))}
 
 
 # ------------------------------------------------------------------------------------------------ table

@@ -55,7 +55,7 @@ def build(args, workdir):
     from recbole_cora.config import Config
     from recbole_cora.model.llm_recommender.laser import Laser
     from recbole_cora.stages import prepare_stages
-    from recbole_cora.trainer import LLMTrainer
+    from recbole_cora.training import LLMTrainer
     from recbole_cora.utils import create_dataset
 
     os.chdir(workdir)
@@ -137,7 +137,7 @@ def main(argv=None):
         trainer.optimizer.zero_grad()
         loss = trainer.wrapped(interactions[k], return_loss=True)
         trainer.accelerator.backward(loss)
-        trainer.accelerator.clip_grad_norm_(trainer._trainable(), max_norm=1.0)
+        trainer.accelerator.clip_grad_norm_(trainer.trainable_parameters(), max_norm=1.0)
         trainer.optimizer.step()
         if k >= args.warmup:
             times["step"].append(time.perf_counter() - start)

@@ -88,12 +88,13 @@ def score_stats(model, trainer, config, test_data, rows):
     import torch
 
     from recbole_cora.data.candidates import candidate_lists
-    from recbole_cora.trainer import candidate_scores
+    from recbole_cora.training import candidate_scores
+    from recbole_cora.training.sampling import row_loader
 
     task = config["task"]
     stats = {}
     model.eval()
-    loader = trainer._row_loader(test_data, rows, config["eval_batch_size"], shuffle=False)
+    loader = row_loader(test_data, rows, config["eval_batch_size"], shuffle=False, seed=config["seed"])
     with torch.no_grad():
         if task == "labeled":
             scores = torch.cat([model.forward(batch.to(trainer.device)).float().view(-1).cpu() for batch in loader])
@@ -182,7 +183,7 @@ def main(argv=None):
         return made
 
     trainer = trainer_for(stages[0])
-    rows = list(trainer._eval_rows(test_data))[: args.users]
+    rows = list(trainer.eval_rows(test_data))[: args.users]
     baseline, baseline_text = trivial_loss(config, train_data, model)
     report = {"model": config["model"], "task": config["task"], "config_files": [Path(f).name for f in files],
               "overrides": overrides, "train_rows": len(train_data._dataset), "test_rows": len(rows),
@@ -190,7 +191,7 @@ def main(argv=None):
     started = time.time()
 
     def measure(trainer):
-        if trainer.next_item and not model.has_item_matrix:
+        if trainer.item_matrix is not None and not model.has_item_matrix:
             trainer.compute_item_matrix()
         result = {k: float(v) for k, v in trainer.evaluate_model(model, test_data).items()
                   if isinstance(v, (int, float))}

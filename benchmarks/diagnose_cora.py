@@ -91,12 +91,14 @@ def main(argv=None):
     def scored(struct):
         return struct.get("rec.score").view(-1), struct.get("data.label").view(-1), struct.get("data.warm").view(-1)
 
-    rows = trainer._eval_rows(test_data)  # sorted: the order score_rows returns them in
+    from recbole_cora.training.sampling import row_loader
+
+    rows = trainer.eval_rows(test_data)  # sorted: the order score_rows returns them in
 
     @torch.no_grad()
     def raw_scores(scorer):
         """The raw scores (the answer logit, before the sigmoid that ``predict`` applies) of the test rows."""
-        loader = trainer._row_loader(test_data, rows, config["eval_batch_size"], shuffle=False)
+        loader = row_loader(test_data, rows, config["eval_batch_size"], shuffle=False, seed=config["seed"])
         forward = getattr(scorer, "forward", None) if scorer is model else None
         return torch.cat([(forward(batch) if forward else scorer.predict(batch)).float().view(-1) for batch in loader])
 
@@ -204,7 +206,7 @@ def main(argv=None):
     report["trained"] = auc_groups(scores, labels, warm)
     report["trained_from_probabilities"] = auc_groups(scores_p, labels, warm)
     if has_delta:  # A_b of every test row: how much the delta differs between pairs after training
-        loader = trainer._row_loader(test_data, rows, config["eval_batch_size"], shuffle=False)
+        loader = row_loader(test_data, rows, config["eval_batch_size"], shuffle=False, seed=config["seed"])
         with torch.no_grad():
             A = torch.cat([model.lora_factors(batch) for batch in loader])
         report["test_A_pair_cosine"] = pair_cosine(A[:256])

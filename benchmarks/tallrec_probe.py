@@ -68,7 +68,7 @@ def build(args):
 
 
 def training_rows(config, n_rows, epochs):
-    """The rows a TALLRec run draws over ``epochs`` epochs (``LLMTrainer._train_rows``), without repeats."""
+    """The rows a TALLRec run draws over ``epochs`` epochs (``LLMTrainer.train_rows``), without repeats."""
     import torch
 
     sample, seen = int(config["train_rows_per_epoch"]), []
@@ -136,7 +136,7 @@ def main(argv=None):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from recbole_cora.trainer import eval_row_subset
+    from recbole_cora.data.rows import eval_row_subset
 
     args = parse_args(argv)
     started = time.time()

@@ -435,7 +435,7 @@ class SavedRun:
         """The candidate task: each user's list of ``candidates`` items it never interacted with (its frozen encoder's
         best, or the most popular train items) ranked by the model's own candidate score after its whole sequence
         (RSLLM: the likelihood of each title; a labeled model: its Yes probability)."""
-        from recbole_cora.trainer import candidate_scores
+        from recbole_cora.training import candidate_scores
 
         batch, seen = self._sequence_batch(users)
         encoder = self.model.reference_encoder() if self.kind == "llm" else None

@@ -3,7 +3,7 @@
 then, once the LLM is loaded, one prompt exactly as the LLM reads it. The trainer adds a time estimate from the
 first measured steps (``LLMTrainer``)."""
 
-from recbole_cora.trainer import eval_row_subset
+from recbole_cora.data.rows import eval_row_subset
 
 
 def _n(value):

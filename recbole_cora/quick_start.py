@@ -130,7 +130,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
             trainer.load_best_model()
         trainer.fit_residual_gate(valid_data, show_progress=config["show_progress"])
         if saved:  # the test pass and --predict load the model with its gate
-            trainer._save_checkpoint(max(0, (trainer._saved_epoch or 1) - 1), verbose=False)
+            trainer.save_best_model()
     train_seconds = time.time() - start
     start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
@@ -201,7 +201,7 @@ def zero_shot_result(config, trainer, model, test_data, state):
     ``LabeledLLMRecommender.zero_shot``). They depend only on the LLM, the answer score, the prompts and the rows'
     labels, so they are kept in ``<cf_checkpoint_dir>/zero-shot/`` under a key of exactly those and computed once for
     every model of a comparison that shows the same prompts."""
-    rows = trainer._eval_rows(test_data)
+    rows = trainer.eval_rows(test_data)
     dataset = test_data._dataset
     lists = [config["task"], config["candidate_count"], config["candidate_seed"], config["seed"]] if config["task"] == "candidates" else []
     key = json.dumps([model.zero_shot_key(dataset.inter_feat[torch.as_tensor(rows)]), dataset.fingerprint, rows, *lists])

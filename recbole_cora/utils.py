@@ -60,7 +60,7 @@ def get_trainer(model_type, model_name, config=None):
     """The trainer for a model: the plugin's ``<Model>Trainer`` if it exists, ``LLMTrainer`` for LLM models, else
     RecBole's choice, with the task's evaluation and safe checkpoints mixed in: labeled all/warm/cold evaluation
     (``eval_args.mode: labeled``) or RecBole's ranking with the user's earlier items masked (``mask_history``)."""
-    from recbole_cora import trainer as plugin_trainers
+    from recbole_cora import training as plugin_trainers
 
     from recbole_cora.model.abstract_llm_recommender import LLMRecommender
 

@@ -10,7 +10,8 @@ from recbole_cora import run_recbole_cora
 from recbole_cora.config import Config
 from recbole_cora.stages import run_cf_stage
 from recbole_cora.model.llm_recommender.cora import CoRA
-from recbole_cora.trainer import LLMTrainer
+from recbole_cora.training.sampling import length_bucketed, prompt_lengths
+from recbole_cora.training import LLMTrainer
 from recbole_cora.utils import create_dataset, get_trainer
 
 from conftest import SMALL_CORA
@@ -266,10 +267,10 @@ def test_length_bucketing_scores_the_same_and_pads_less(tiny_llm):
     assert torch.allclose(structs["none"].get("rec.score"), structs["eval"].get("rec.score"), atol=1e-5)
 
     rows = list(range(len(train._dataset)))[:640]
-    bucketed = trainer._bucketed(train, rows, 16, epoch=0)
+    bucketed = length_bucketed(rows, prompt_lengths(trainer.model, train, rows), 16, config["seed"], 0)
     assert len(bucketed) == 640 and sorted(bucketed) == rows  # a permutation (640 = 40 full batches)
-    assert bucketed != trainer._bucketed(train, rows, 16, epoch=1)  # reshuffled each epoch
-    lengths = dict(zip(rows, trainer._prompt_lengths(train, rows)))
+    assert bucketed != length_bucketed(rows, prompt_lengths(trainer.model, train, rows), 16, config["seed"], 1)  # reshuffled each epoch
+    lengths = dict(zip(rows, prompt_lengths(trainer.model, train, rows)))
 
     def padding(order):
         batches = [order[k: k + 16] for k in range(0, len(order), 16)]

@@ -9,7 +9,7 @@ from conftest import SMALL_CORA
 
 
 def test_curve_points_are_the_test_scores_of_those_epochs_and_are_kept_once(tiny_llm, monkeypatch):
-    from recbole_cora.trainer import LLMTrainer
+    from recbole_cora.training import LLMTrainer
 
     passes = []  # (model, the data scored) of every scoring pass
     evaluate_model = LLMTrainer.evaluate_model
@@ -46,17 +46,20 @@ def test_a_resumed_run_does_not_measure_a_curve_point_twice(tiny_llm):
 
     from recbole_cora.config import Config
     from recbole_cora.model.llm_recommender.tallrec import TALLRec
-    from recbole_cora.trainer import LLMTrainer
+    from recbole_cora.training import LLMTrainer
     from recbole_cora.utils import create_dataset
 
     config = Config("TALLRec", "ml-100k", config_dict={**SMALL_CORA, "llm_path": tiny_llm, "eval_rows": 40,
                                                         "curve_epochs": [1]})
     init_seed(config["seed"], config["reproducibility"])
     train, valid, test = data_preparation(config, create_dataset(config))
+    from recbole_cora.training.callbacks import TrainEvent
+
     trainer = LLMTrainer(config, TALLRec(config, train._dataset))
     trainer.curve_data = test
-    trainer._curve_point(0, 32, 1.0)
-    trainer._curve_point(0, 32, 1.0)  # as a run resumed after that point would try
+    event = TrainEvent(epoch=0, rows=32, seconds=1.0, model_file=trainer.saved_model_file)
+    trainer.curve.point(event)
+    trainer.curve.point(event)  # as a run resumed after that point would try
     assert [p["epoch"] for p in trainer.curve_points()] == [1]
 
 
@@ -69,7 +72,7 @@ def test_the_schedule_trains_from_the_first_step_and_ends_at_its_floor(tiny_llm)
 
     from recbole_cora.config import Config
     from recbole_cora.model.llm_recommender.tallrec import TALLRec
-    from recbole_cora.trainer import LLMTrainer
+    from recbole_cora.training import LLMTrainer
     from recbole_cora.utils import create_dataset
 
     config = Config("TALLRec", "ml-100k", config_dict={
@@ -78,7 +81,7 @@ def test_the_schedule_trains_from_the_first_step_and_ends_at_its_floor(tiny_llm)
     init_seed(config["seed"], config["reproducibility"])
     train, _, _ = data_preparation(config, create_dataset(config))
     trainer = LLMTrainer(config, TALLRec(config, train._dataset))
-    scheduler = trainer._build_scheduler(32)  # 3 warm-up steps of 32
+    scheduler = trainer.build_scheduler(32)  # 3 warm-up steps of 32
     rates = []
     for _ in range(32):
         rates.append(trainer.optimizer.param_groups[0]["lr"])
@@ -88,6 +91,6 @@ def test_the_schedule_trains_from_the_first_step_and_ends_at_its_floor(tiny_llm)
     assert rates.index(max(rates)) == 3 and all(a >= b for a, b in zip(rates[3:], rates[4:]))
     assert rates[-1] > 8e-5 and abs(trainer.optimizer.param_groups[0]["lr"] - 8e-5) < 1e-12
     state = scheduler.state_dict()  # a resumed run goes on with the same schedule
-    again = trainer._build_scheduler(32)
+    again = trainer.build_scheduler(32)
     again.load_state_dict(state)
     assert torch.isclose(torch.tensor(again.get_last_lr()[0]), torch.tensor(8e-5))

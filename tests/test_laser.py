@@ -11,7 +11,7 @@ from recbole_cora.config import Config
 from recbole_cora.model.layers import MFormer, load_balance_loss
 from recbole_cora.model.llm_recommender.laser import Laser
 from recbole_cora.stages import prepare_stages
-from recbole_cora.trainer import LLMTrainer
+from recbole_cora.training import LLMTrainer
 from recbole_cora.utils import create_dataset, get_trainer
 
 from conftest import QUIET

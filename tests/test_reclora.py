@@ -249,6 +249,6 @@ def test_the_trainer_trains_the_llm_on_the_few2many_rows_only(tiny_llm, stage_ro
 
     config, model, (train, _, _) = build(tiny_llm, stage_root, llm_train_samples=40)
     trainer = get_trainer(config["MODEL_TYPE"], "RecLoRA", config)(config, model)
-    assert sorted(trainer._train_rows(train, 0)) == model.train_row_subset
+    assert sorted(trainer.train_rows(train, 0)) == model.train_row_subset
     config["train_rows_per_epoch"] = 16  # per-epoch sampling then draws from the fixed rows
-    assert set(trainer._train_rows(train, 1)) < set(model.train_row_subset)
+    assert set(trainer.train_rows(train, 1)) < set(model.train_row_subset)

@@ -6,7 +6,7 @@ from recbole.utils import init_seed
 
 from recbole_cora.config import Config
 from recbole_cora.model.llm_recommender.zeroshot import ZeroShot
-from recbole_cora.trainer import LLMTrainer
+from recbole_cora.training import LLMTrainer
 from recbole_cora.utils import create_dataset
 
 from conftest import SMALL_CORA

@@ -93,7 +93,7 @@ def test_the_few_shot_sample_is_drawn_once_and_is_every_epoch_s_rows(tiny_llm):
     _, again, _ = build(tiny_llm, llm_train_samples=48)
     assert again.train_row_subset == model.train_row_subset  # drawn with the seed
     trainer = get_trainer(config["MODEL_TYPE"], "TALLRec", config)(config, model)
-    assert sorted(trainer._train_rows(train, 0)) == sorted(trainer._train_rows(train, 1)) == model.train_row_subset
+    assert sorted(trainer.train_rows(train, 0)) == sorted(trainer.train_rows(train, 1)) == model.train_row_subset
 
 
 def test_the_reference_preset_is_a_valid_run(tiny_llm):

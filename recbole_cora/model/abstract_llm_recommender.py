@@ -41,6 +41,8 @@ class LLMRecommender(AbstractRecommender):
     # Between training stages (CoLLM's steps, Laser's stages) the next stage starts from the previous one's best
     # saved model (True) or from its last weights (False).
     stage_starts_from_best = False
+    # The model also answers a candidate list in text (``answer_candidates``: RSLLM's greedy answer), scored on test.
+    answers_in_text = False
 
     def __init__(self, config, dataset):
         super().__init__()
@@ -270,19 +272,6 @@ class LabeledLLMRecommender(LLMRecommender):
         """The Yes probability, in float64: a raw Yes logit of +15 (SmolLM2's, zero-shot) is 1 - 3e-7 as a
         probability, which float32 rounds to a handful of values, and the AUC of those ties is not the logit's."""
         return torch.sigmoid(self.forward(interaction).double())
-
-
-def fixed_row_subset(n_rows, samples, seed):
-    """The training rows an LLM side learns from, drawn once, uniformly, with the seed (``llm_train_samples``: a
-    count, or a share below 1; ~ or a count of at least ``n_rows``: every row, then None). RecLoRA's Few2Many and
-    TALLRec's few-shot ``sample``."""
-    if not samples:
-        return None
-    count = int(round(samples * n_rows)) if samples < 1 else int(samples)
-    if count >= n_rows:
-        return None
-    generator = torch.Generator().manual_seed(int(seed))
-    return sorted(torch.randperm(n_rows, generator=generator)[:count].tolist())
 
 
 def encoder_residual(config):

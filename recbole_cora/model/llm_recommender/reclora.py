@@ -21,8 +21,9 @@ training row, the LLM side from a fixed uniform subset of ``llm_train_samples`` 
 import torch
 
 from recbole_cora.data.prompts import PromptBuilder
+from recbole_cora.data.rows import fixed_row_subset
 from recbole_cora.llm import MixtureLoRA
-from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender, fixed_row_subset
+from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
 from recbole_cora.model.encoders import FrozenCFEncoder, FrozenDINEncoder
 from recbole_cora.model.layers import MetaLoRAGates
 

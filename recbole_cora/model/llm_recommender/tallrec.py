@@ -21,9 +21,10 @@ Two losses (``answer_loss``):
   the reference recipe (``properties/presets/tallrec_reference.yaml``).
 """
 
+from recbole_cora.data.rows import fixed_row_subset
 from recbole_cora.llm import execution_device
 from recbole_cora.llm.peft_lora import inject_lora, set_lora_dropout_mode
-from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender, fixed_row_subset
+from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender
 
 
 class TALLRec(LabeledLLMRecommender):
