@@ -160,9 +160,10 @@ def prompt_problems(config, model_class):
 def stage_problems(config, model_class):
     from recbole.utils import ModelType
 
+    from recbole_cora.stages import required_stages
     from recbole_cora.utils import get_model
 
-    required = model_class.required_stages(config) if hasattr(model_class, "required_stages") else {}
+    required = required_stages(config, model_class)
     wanted = {"cf": ("cf_model", ModelType.GENERAL, "a RecBole general model such as LightGCN or BPR"),
               "sequence": ("sequential_encoder", ModelType.SEQUENTIAL, "a RecBole sequential model such as SASRec")}
     problems = []

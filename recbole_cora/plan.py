@@ -123,7 +123,7 @@ def describe_prompt(model, interaction, lists=None):
     row of ``interaction``; [] for a model without prompts. A model that shows a candidate list (RSLLM) shows the
     first row's list (``lists``: the test split's candidate lists)."""
     lines = []
-    if hasattr(model, "example_prompt") and lists is not None:
+    if model.prompt_shows_candidates and lists is not None:
         text, ids = model.example_prompt(interaction[:1], lists[:1])
         return [f"example prompt (the first test user and its candidate list, {len(ids)} tokens):", text]
     for name, builder in model.prompt_builders().items():

@@ -146,7 +146,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         results[name] = trainer.evaluate_model(reference, test_data)
     if getattr(model, "residual", None) is not None:  # the LLM's score alone (the paper's), on the same rows
         results[f"{config['model']} (LLM score alone)"] = llm_score_alone(trainer, model, test_data)
-    if is_llm and config["zero_shot_row"] and hasattr(model, "zero_shot") and not model.in_zero_shot:
+    if is_llm and config["zero_shot_row"] and model.zero_shot_scoring and not model.in_zero_shot:
         results["ZeroShot (frozen LLM)"] = zero_shot_result(config, trainer, model, test_data, state)
     results[config["model"]] = test_result
 

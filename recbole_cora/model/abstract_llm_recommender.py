@@ -43,6 +43,11 @@ class LLMRecommender(AbstractRecommender):
     stage_starts_from_best = False
     # The model also answers a candidate list in text (``answer_candidates``: RSLLM's greedy answer), scored on test.
     answers_in_text = False
+    # Its prompt shows a whole candidate list (``example_prompt(interaction, lists)``: RSLLM), not one row's item.
+    prompt_shows_candidates = False
+    # It can score as the frozen LLM alone on its plain text prompt (``zero_shot()``: the labeled models), which gives
+    # the table its "ZeroShot (frozen LLM)" row.
+    zero_shot_scoring = False
 
     def __init__(self, config, dataset):
         super().__init__()
@@ -177,6 +182,12 @@ class LLMRecommender(AbstractRecommender):
             if isinstance(value, PromptBuilder):
                 value.save_cache()
 
+    def candidate_scores(self, interaction, lists):
+        """``task: candidates``: (rows, candidates) scores of each row's candidate list; by default its full ranking's
+        scores at the listed items (Laser). A model that scores a list otherwise overrides it."""
+        scores = self.full_sort_predict(interaction).view(len(interaction), -1)
+        return scores.gather(1, lists.to(scores.device))
+
     @contextlib.contextmanager
     def llm_score_alone(self):
         """Within it, a model with ``encoder_residual`` scores by its LLM's score alone (its paper's score): what
@@ -203,6 +214,7 @@ class LabeledLLMRecommender(LLMRecommender):
 
     type = ModelType.CONTEXT
     tasks = ("labeled",)
+    zero_shot_scoring = True
     prompt_templates = {"prompt_template": (("target",), ("history",), ())}
 
     def __init__(self, config, dataset):

@@ -107,7 +107,20 @@ class CFInputNorm(nn.Module):
         return user, item
 
 
-class FrozenCFEncoder(nn.Module):
+class FrozenEncoder(nn.Module):
+    """A frozen recommender read from a stage folder, which an LLM model reads and which is scored beside it on the
+    same rows (``role``: its name in the results)."""
+
+    role = "encoder"
+
+    def candidate_scores(self, interaction, lists):
+        """``task: candidates``: (rows, candidates) scores of each row's list; by default its full ranking's scores at
+        the listed items."""
+        scores = self.full_sort_predict(interaction).view(len(interaction), -1)
+        return scores.gather(1, lists.to(scores.device))
+
+
+class FrozenCFEncoder(FrozenEncoder):
     """Frozen user/item embedding tables of a CF stage, aligned by token to ``dataset``'s ids."""
 
     role = "CF encoder"  # its row in the results: "<model> (frozen CF encoder)"
@@ -178,7 +191,7 @@ class FrozenCFEncoder(nn.Module):
         return torch.sigmoid((user * item).sum(dim=-1).double())  # float64: see LabeledLLMRecommender.predict
 
 
-class FrozenDINEncoder(nn.Module):
+class FrozenDINEncoder(FrozenEncoder):
     """A frozen DIN from its stage: ``forward(interaction)`` is its final hidden state for each sample
     (user, long history, target item), ``predict`` its own click probability."""
 
@@ -267,7 +280,7 @@ class FrozenDINEncoder(nn.Module):
         return pair_scores(self.predict, interaction, lists, self.iid_field, batch_size)
 
 
-class FrozenSequentialRecommender(nn.Module):
+class FrozenSequentialRecommender(FrozenEncoder):
     """A frozen RecBole sequential recommender from its stage (BERT4Rec, SASRec, GRU4Rec): its item embeddings
     (``item_embeddings``) and its own full ranking (``full_sort_predict``) for a side-by-side row.
 

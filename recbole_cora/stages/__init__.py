@@ -5,6 +5,7 @@ from recbole_cora.stages.cf import CF_KEY_OPTIONS, cf_stage_config, run_cf_stage
 from recbole_cora.stages.din import DIN_KEY_OPTIONS, din_stage_config, run_din_stage
 from recbole_cora.stages.runner import run_recbole_stage, stage_config, stage_dir
 from recbole_cora.stages.sequence import SEQUENCE_KEY_OPTIONS, run_sequence_stage, sequence_stage_config
+from recbole_cora.model.abstract_llm_recommender import LLMRecommender
 from recbole_cora.model.encoders import CF_STAGE_FILE, DIN_STAGE_FILE, SEQUENCE_STAGE_FILE
 
 RUNNERS = {"cf": run_cf_stage, "din": run_din_stage, "sequence": run_sequence_stage}
@@ -17,10 +18,16 @@ SPECS = {
 }
 
 
+def required_stages(config, model_class):
+    """``{kind: folder option}`` of the stages ``model_class`` reads (an LLM model's ``required_stages``); a RecBole
+    model reads none."""
+    return model_class.required_stages(config) if issubclass(model_class, LLMRecommender) else {}
+
+
 def planned_stages(config, dataset, model_class):
     """What ``prepare_stages`` will do, found without training: one dict per stage the model needs, with its model,
     folder, whether it is reused (``done``) or given, and the budget it trains under (epochs, early stopping)."""
-    required = model_class.required_stages(config) if hasattr(model_class, "required_stages") else {}
+    required = required_stages(config, model_class)
     plans = []
     for kind, option in required.items():
         make_config, key_options, done_file, role, budget_option = SPECS[kind]
@@ -40,7 +47,7 @@ def planned_stages(config, dataset, model_class):
 def prepare_stages(config, dataset, model_class):
     """Run (or find) every stage ``model_class`` needs for ``config``; each folder goes into its config option.
     A folder the user gave in that option is used as it is."""
-    required = model_class.required_stages(config) if hasattr(model_class, "required_stages") else {}
+    required = required_stages(config, model_class)
     for kind, option in required.items():
         if not config[option]:
             config[option] = str(RUNNERS[kind](config, dataset))

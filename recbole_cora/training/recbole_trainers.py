@@ -7,6 +7,7 @@ import functools
 
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import InputType, set_color
 from tqdm import tqdm
 
@@ -15,6 +16,8 @@ from recbole_cora.compat import atomic_torch_save
 from recbole_cora.data.candidates import candidate_lists, pair_scores, ranking_struct, target_positions
 from recbole_cora.data.rows import eval_row_subset
 from recbole_cora.evaluator import LabeledCollector, evaluate_groups, subset_struct
+from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+from recbole_cora.model.encoders import FrozenEncoder
 from recbole_cora.recbole_files import read_recbole_model, write_recbole_model
 
 
@@ -167,13 +170,11 @@ class CandidateEvaluationMixin(CheckpointMixin):
 
 
 def candidate_scores(model, interaction, lists, batch_size=None):
-    """(rows, candidates) scores of each row's candidate list: the model's own ``candidate_scores`` (RSLLM's title
-    likelihood), else its full ranking's scores at the listed items (RecBole's models, Laser, a frozen encoder), else,
-    for a RecBole model without a full ranking (DIN, DIEN: CTR models), its ``predict`` of each (row, candidate)
-    pair, ``batch_size`` pairs at a time."""
-    from recbole.model.abstract_recommender import AbstractRecommender
-
-    if hasattr(model, "candidate_scores"):
+    """(rows, candidates) scores of each row's candidate list: an LLM model's or a frozen encoder's own
+    ``candidate_scores``, else a RecBole model's full ranking's scores at the listed items, else, for a RecBole model
+    without a full ranking (DIN, DIEN: CTR models), its ``predict`` of each (row, candidate) pair, ``batch_size``
+    pairs at a time."""
+    if isinstance(model, (LLMRecommender, FrozenEncoder)):  # its own way (RSLLM's likelihood, a labeled model's pairs)
         return model.candidate_scores(interaction, lists)
     if type(model).full_sort_predict is AbstractRecommender.full_sort_predict:
         return pair_scores(model.predict, interaction, lists, model.ITEM_ID, batch_size)

@@ -47,6 +47,7 @@ class RSLLM(LLMRecommender):
     draws_own_negatives = True  # a training row's list is drawn by the model: no RecBole negative sampling
     stage_starts_from_best = True  # stage 2 starts from stage 1's best LoRA
     answers_in_text = True  # answer_candidates: the greedy answer, scored on test (ValidRatio, HitRatio@1)
+    prompt_shows_candidates = True  # example_prompt shows a user's history and candidate list
     prompt_templates = {"rsllm_prompt_template": (("history", "candidates"), (), ())}
     uses_placeholder = True  # every item's ID token (checked to be one token before anything trains)
 
