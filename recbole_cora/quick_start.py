@@ -187,13 +187,8 @@ def llm_score_alone(trainer, model, test_data):
     """``encoder_residual``'s model scored by its LLM's score alone (what its paper ranks by) on the rows it was
     tested on: beside the encoder's row and the fused one, what each part brings. Greedy answers are not generated
     again (they do not depend on the score)."""
-    answers = trainer.config["generate_answers"]
-    trainer.config["generate_answers"] = False
-    try:
-        with model.llm_score_alone():
-            return trainer.evaluate_model(model, test_data)
-    finally:
-        trainer.config["generate_answers"] = answers
+    with model.llm_score_alone():
+        return trainer.evaluate_model(model, test_data, answers=False)
 
 
 def zero_shot_result(config, trainer, model, test_data, state):

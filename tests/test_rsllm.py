@@ -296,6 +296,7 @@ def test_the_pipeline_reports_rsllm_beside_its_frozen_sasrec_on_the_same_lists(t
     # encoder_residual (the default): the fused score, the user-item logit alone and SASRec's own, on the same lists
     assert set(out["results"]) == {"RSLLM", "RSLLM (LLM score alone)", "SASRec (frozen sequential encoder)"}
     assert "residual_gate" in out["results"]["RSLLM"]
+    assert "valid_ratio" not in out["results"]["RSLLM (LLM score alone)"]  # the greedy answers are not generated twice
     rsllm = out["results"]["RSLLM"]
     assert rsllm["users"] == 12 and 0 <= rsllm["valid_ratio"] <= 1 and 0 <= rsllm["hit_ratio@1_all"] <= rsllm["valid_ratio"]
     assert 0 <= rsllm["hit@1"] <= rsllm["hit@5"] <= 1

@@ -82,12 +82,12 @@ class EvaluationLoop:
         return {key: values[keep][order].to(local[key].dtype) for key, values in out.items()}
 
     # ---------------------------------------------------------------- the three tasks
-    def evaluate(self, model, eval_data, evaluator, show_progress=False):
+    def evaluate(self, model, eval_data, evaluator, show_progress=False, answers=True):
         """``model``'s metrics on the evaluation rows (labeled) or users (next-item, candidates): an LLM model, or a
-        frozen encoder scored beside it on the same rows."""
+        frozen encoder scored beside it on the same rows. ``answers``: False skips a model's greedy answers."""
         task = self.config["task"]
         if task == "candidates":
-            return self.candidates(model, eval_data, evaluator, show_progress)
+            return self.candidates(model, eval_data, evaluator, show_progress, answers)
         if task == "next_item":
             result = evaluator.evaluate(self.ranking(model, eval_data, show_progress))
             result["users"] = len(self.rows(eval_data))
@@ -138,15 +138,15 @@ class EvaluationLoop:
         return struct
 
     @torch.inference_mode()
-    def candidates(self, model, eval_data, evaluator, show_progress=False):
+    def candidates(self, model, eval_data, evaluator, show_progress=False, answers=True):
         """``task: candidates``: the evaluation users rank their fixed candidate lists (``candidate_scores``);
         RecBole's evaluator gives Hit and NDCG at each k over the lists. On the test split a model that answers in
         text (``answers_in_text``: RSLLM) also gives its greedy answer's ValidRatio and HitRatio@1 (over valid
-        answers, LLaRA's, and over all users)."""
+        answers, LLaRA's, and over all users), unless ``answers`` is False."""
         part = eval_data._dataset
         lists = candidate_lists(self.config, part)
         # greedy answers on the test users only: early stopping reads the ranking, and generation is the slow half
-        answers = answers_in_text(model) and bool(self.config["generate_answers"]) and part.phase == "test"
+        answers = answers and answers_in_text(model) and bool(self.config["generate_answers"]) and part.phase == "test"
 
         def score(interaction, batch_rows):
             batch_lists = lists[batch_rows].to(self.device)

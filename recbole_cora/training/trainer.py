@@ -243,10 +243,10 @@ class LLMTrainer(ResumableMixin, Trainer):
             self.item_matrix.ensure(show_progress)
         return self.evaluate_model(self.model, eval_data, show_progress)
 
-    def evaluate_model(self, model, eval_data, show_progress=False):
+    def evaluate_model(self, model, eval_data, show_progress=False, answers=True):
         """``model``'s metrics on this trainer's evaluation rows (labeled) or users (next-item, candidates): the LLM
-        model, or a frozen encoder scored beside it on the same rows."""
-        return self.evaluation.evaluate(model, eval_data, self.evaluator, show_progress)
+        model, or a frozen encoder scored beside it on the same rows (``answers``: False skips greedy answers)."""
+        return self.evaluation.evaluate(model, eval_data, self.evaluator, show_progress, answers)
 
     def compute_item_matrix(self, show_progress=False):
         """Laser's item matrix with the current weights (``callbacks.ItemMatrix``)."""
