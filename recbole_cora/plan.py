@@ -3,7 +3,7 @@
 then, once the LLM is loaded, one prompt exactly as the LLM reads it. The trainer adds a time estimate from the
 first measured steps (``LLMTrainer``)."""
 
-from recbole_cora.data.rows import eval_row_subset
+from recbole_cora.data.rows import eval_row_subset, fixed_row_subset
 
 
 def _n(value):
@@ -83,9 +83,18 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
         lines.append(_stage_line(stage))
     epochs = config["epochs"]
     if is_llm:
-        rows, steps = training_steps(config, len(train))
-        sampled = f"{_n(rows)} of the {_n(len(train))} train rows drawn anew each epoch (train_rows_per_epoch)" if rows < len(train) \
-            else f"all {_n(len(train))} train rows"
+        subset = fixed_row_subset(len(train), config["llm_train_samples"], config["seed"])  # RecLoRA's, TALLRec's
+        pool = len(train) if subset is None else len(subset)
+        rows, steps = training_steps(config, pool)
+        if subset is None:
+            sampled = f"{_n(rows)} of the {_n(len(train))} train rows drawn anew each epoch (train_rows_per_epoch)" \
+                if rows < len(train) else f"all {_n(len(train))} train rows"
+        else:
+            sampled = f"a fixed sample of {_n(pool)} of the {_n(len(train))} train rows (llm_train_samples)" + (
+                f", {_n(rows)} of them drawn anew each epoch (train_rows_per_epoch)" if rows < pool else "")
+        accumulation = int(config["gradient_accumulation_steps"] or 1)
+        step_rows = f"{config['train_batch_size']}" if accumulation == 1 else \
+            f"{config['train_batch_size'] * accumulation} ({config['train_batch_size']} x {accumulation} accumulated)"
         stages = model_class.stages_of(config) or [None]
         if stages != [None]:  # CoLLM's steps, Laser's stages: each its own epochs (stage<k>_epochs, else epochs)
             per_stage = [config[f"stage{k}_epochs"] or config["epochs"] for k in stages]
@@ -93,7 +102,7 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
             total = sum(per_stage)
         else:
             total = epochs
-        lines.append(f"  train     at most {epochs} epoch(s) of {sampled}: {_n(steps)} steps of {config['train_batch_size']} "
+        lines.append(f"  train     at most {epochs} epoch(s) of {sampled}: {_n(steps)} steps of {step_rows} "
                      f"rows per epoch, {_n(steps * total)} in all; learning rate {config['learning_rate']}")
     else:
         lines.append(f"  train     RecBole's trainer: at most {epochs} epochs on {_n(len(train))} train rows, stopping after "

@@ -104,3 +104,12 @@ def test_the_reference_preset_is_a_valid_run(tiny_llm):
     assert not config.problems, config.problems
     assert (config["answer_loss"], config["llm_train_samples"], config["gradient_accumulation_steps"]) == ("lm", 512, 8)
     assert config["train_batch_size"] * config["gradient_accumulation_steps"] == 128
+
+
+def test_the_plan_says_the_few_shot_sample_is_fixed_and_counts_accumulated_steps(tiny_llm):
+    from recbole_cora.plan import describe_plan
+
+    config, _, splits = build(tiny_llm, llm_train_samples=48, gradient_accumulation_steps=2, train_rows_per_epoch=None)
+    line = next(line for line in describe_plan(config, splits[0]._dataset, splits, TALLRec) if "  train " in line)
+    assert "a fixed sample of 48 of the" in line and "drawn anew" not in line, line
+    assert "1 steps of 32 (16 x 2 accumulated) rows per epoch" in line, line
