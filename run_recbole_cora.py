@@ -37,30 +37,31 @@ import sys
 from pathlib import Path
 
 PRESETS = Path(__file__).resolve().parent / "properties" / "presets"
-EMBEDDED_DEFAULT = PRESETS / "embedded_default.yaml"  # the labeled task: CoRA
-EMBEDDED_NEXT_ITEM = PRESETS / "embedded_next_item.yaml"  # the next-item task: Laser
-EMBEDDED_CANDIDATES = PRESETS / "embedded_candidates.yaml"  # the candidate task: RSLLM
+# recbole_cora.tasks.TASKS by name, listed here so that --help imports nothing (tests/test_cli.py checks they agree)
+TASK_NAMES = ("labeled", "next_item", "candidates")
 
 
 def embedded_preset(model, task):
-    """The embedded default a run without dataset and config files uses: the labeled one (CoRA's) unless the
-    task, or the model's own task, is next_item (Laser's) or candidates (RSLLM's). None: a model of the labeled task
-    without a dataset (ml-100k)."""
-    if task is None and model is not None:
-        from recbole_cora.config import model_tasks
-        from recbole_cora.utils import get_model
+    """The embedded default a run without dataset and config files uses: its task's preset (``Task.embedded_preset``:
+    CoRA's for the labeled task, Laser's for next_item, RSLLM's for candidates), the task being ``task``, else the
+    model's own, else labeled. None: a model of the labeled task without a task or dataset given (it runs on ml-100k
+    with its own options; the labeled preset is CoRA's)."""
+    from recbole_cora.config import model_tasks
+    from recbole_cora.tasks import get_task
+    from recbole_cora.utils import get_model
 
-        task = model_tasks(get_model(model))[0]
-        if task == "labeled":
+    if task is None and model is not None:
+        task = get_task(model_tasks(get_model(model))[0])
+        if not task.ranking:
             return None
-    return str({"next_item": EMBEDDED_NEXT_ITEM, "candidates": EMBEDDED_CANDIDATES}.get(task, EMBEDDED_DEFAULT))
+    return str(PRESETS / get_task(task or "labeled").embedded_preset)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default=None, help="model name (plugin or RecBole)")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name (folder under data_path)")
-    parser.add_argument("--task", "-t", default=None, choices=["labeled", "next_item", "candidates"],
+    parser.add_argument("--task", "-t", default=None, choices=TASK_NAMES,
                         help="labeled (Yes/No rows), next_item (full ranking) or candidates (a fixed list per user); "
                              "default: the model's own task")
     parser.add_argument("--config_files", nargs="+", default=None, help="YAML files, later ones win")
@@ -191,9 +192,9 @@ def check_use_args(args):
 
 
 def use_run(args, overrides):
-    """--predict / --recommend: a saved run scores pairs or recommends items (recbole_cora.inference)."""
+    """--predict / --recommend: a saved run scores pairs or recommends items (recbole_cora.runs)."""
     from recbole_cora.config import parse_cmd_args
-    from recbole_cora.inference import RunLoadError, load_run, read_pairs, write_scores
+    from recbole_cora.runs import RunLoadError, load_run, read_pairs, write_scores
     from recbole_cora.recbole_files import CorruptCheckpointError, UntrustedCheckpointError
 
     problems = check_use_args(args)
@@ -253,7 +254,7 @@ def compare(args, overrides):
         config_dict["task"] = args.task
     files = args.config_files
     if not files and not args.dataset:  # compare on an embedded default's data, LLM and sizes
-        files = [embedded_preset(models[0] if models else None, args.task) or str(EMBEDDED_DEFAULT)]
+        files = [embedded_preset(models[0] if models else None, args.task) or embedded_preset(None, None)]
     folder = args.compare_dir or os.path.join("results", f"compare-{get_local_time()}")
     results = run_comparison(models, folder, files, config_dict, overrides, tune_budget=args.tune_budget,
                              params_file=args.params_file)

@@ -88,7 +88,7 @@ def score_stats(model, trainer, config, test_data, rows):
     import torch
 
     from recbole_cora.data.candidates import candidate_lists
-    from recbole_cora.training import candidate_scores
+    from recbole_cora.tasks import candidate_scores
     from recbole_cora.training.sampling import row_loader
 
     task = config["task"]

@@ -12,8 +12,8 @@ register_metrics()
 
 _EXPORTS = {
     "run_recbole_cora": "recbole_cora.quick_start",
-    "load_data_and_model": "recbole_cora.inference",
-    "load_run": "recbole_cora.inference",
+    "load_data_and_model": "recbole_cora.runs",
+    "load_run": "recbole_cora.runs",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -350,8 +350,38 @@ def find_resume_run(config, model_name):
 
 
 def _strip_stage(base):
-    """CoLLM's runs are ``<base>-step1`` / ``-step2``: the base names the whole run."""
-    for suffix in ("-step1", "-step2"):
-        if base.endswith(suffix):
-            return base[: -len(suffix)]
-    return base
+    """A multi-stage run's folders are ``<base>-step1`` / ``-step2``: the base names the whole run."""
+    return str(split_stage_folder(base)[0])
+
+
+# ------------------------------------------------------------------------------------------- stage folders
+STAGE_SUFFIX = "-step"  # a multi-stage run (CoLLM, Laser) saves each training stage in <base>-step<stage>
+
+
+def stage_folder(base, stage):
+    """The folder of training stage ``stage`` of the run named ``base`` (None: a one-stage run's folder, ``base``)."""
+    return str(base) if stage is None else f"{base}{STAGE_SUFFIX}{stage}"
+
+
+def split_stage_folder(path):
+    """(the run's base, the stage) of a stage folder ``<base>-step<stage>`` (or of its ``.old`` copy: ``resolve_dir``);
+    (``path``, None) for any other."""
+    path = Path(str(path))
+    name = path.name[:-len(".old")] if path.name.endswith(".old") else path.name
+    base, sep, stage = name.rpartition(STAGE_SUFFIX)
+    if sep and base and stage.isdigit():
+        return path.with_name(base), stage
+    return path, None
+
+
+def stage_folders(base):
+    """``{stage: folder}`` of the stage folders a multi-stage run named ``base`` saved, in stage order, each resolved
+    (``resolve_dir``); {} for a one-stage run."""
+    base = Path(str(base))
+    found = {}
+    if base.parent.is_dir():
+        for path in base.parent.iterdir():
+            owner, stage = split_stage_folder(path)
+            if stage is not None and owner.name == base.name:
+                found[stage] = resolve_dir(stage_folder(owner, stage))
+    return dict(sorted(found.items(), key=lambda item: int(item[0])))

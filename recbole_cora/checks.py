@@ -20,6 +20,20 @@ is built. It collects:
 import os
 from logging import getLogger
 
+from recbole.utils import ModelType
+
+from recbole_cora.config import OptionError
+from recbole_cora.data.dataset import parse_time
+from recbole_cora.data.prompts import template_problems, template_slots
+from recbole_cora.llm.loading import llm_option_problems, load_tokenizer
+from recbole_cora.llm.scoring import answer_token_ids
+from recbole_cora.model.abstract_llm_recommender import LabeledLLMRecommender, LLMRecommender
+from recbole_cora.model.lookup import get_model
+from recbole_cora.stages import required_stages
+from recbole_cora.tasks import get_task
+
+__all__ = ["OptionError", "check_run"]
+
 # (option, smallest allowed value): whole numbers; ~ (None) means the option's "all" or "off"
 WHOLE_NUMBERS = (
     ("epochs", 0), ("train_batch_size", 1), ("eval_batch_size", 1), ("train_rows_per_epoch", 1), ("eval_rows", 1),
@@ -27,19 +41,6 @@ WHOLE_NUMBERS = (
     ("eval_step", 0), ("stopping_step", 1), ("candidate_count", 2), ("max_answer_tokens", 1),
     ("item_refresh_steps", 1),
 )
-
-
-class OptionError(ValueError):
-    """Problems found in the options before anything ran; ``problems`` holds one sentence each."""
-
-    def __init__(self, problems):
-        self.problems = list(problems)
-        if len(self.problems) == 1:
-            message = self.problems[0]
-        else:
-            lines = "\n".join(f"  {k}. {problem}" for k, problem in enumerate(self.problems, 1))
-            message = f"{len(self.problems)} problems in the options (nothing has run yet):\n{lines}"
-        super().__init__(message)
 
 
 def number_problems(config):
@@ -69,8 +70,6 @@ def number_problems(config):
 
 
 def time_problems(config):
-    from recbole_cora.data.dataset import parse_time
-
     problems = []
     window = config["time_window"]
     if window:
@@ -107,8 +106,6 @@ def item_file_columns(path, config):
 
 
 def data_problems(config, reads_text):
-    from recbole_cora.data.prompts import template_slots
-
     folder, token = config["data_path"], config["dataset"]
     if not os.path.isdir(folder):
         return [f"dataset folder '{folder}' does not exist. Set `data_path` to the folder that contains "
@@ -143,14 +140,11 @@ def data_problems(config, reads_text):
             if unknown:
                 problems.append(f"item_text_template {template!r} names {unknown}, which are not in text_fields "
                                 f"{fields}: add them to text_fields or change the template.")
-    if config["task"] == "labeled" and not (config["history_len"] or 0) > 0:  # next_item: ~ means MAX_ITEM_LIST_LENGTH
-        problems.append(f"{config['model']} shows the user's history: set `history_len` > 0.")
+    problems += get_task(config).option_problems(config)
     return problems
 
 
 def prompt_problems(config, model_class):
-    from recbole_cora.data.prompts import template_problems
-
     problems = []
     for option, (required, optional, once) in getattr(model_class, "prompt_templates", {}).items():
         problems += template_problems(option, config[option], required, optional, once)
@@ -158,11 +152,6 @@ def prompt_problems(config, model_class):
 
 
 def stage_problems(config, model_class):
-    from recbole.utils import ModelType
-
-    from recbole_cora.stages import required_stages
-    from recbole_cora.utils import get_model
-
     required = required_stages(config, model_class)
     wanted = {"cf": ("cf_model", ModelType.GENERAL, "a RecBole general model such as LightGCN or BPR"),
               "sequence": ("sequential_encoder", ModelType.SEQUENTIAL, "a RecBole sequential model such as SASRec")}
@@ -182,12 +171,10 @@ def stage_problems(config, model_class):
 
 
 def tokenizer_problems(config, model_class, tokenizer):
-    from recbole_cora.llm.scoring import answer_token_ids
-
     problems = []
     templates = getattr(model_class, "prompt_templates", {})
     words = config["answer_words"] or ["Yes", "No"]
-    if model_class.tasks and model_class.tasks[0] == "labeled":
+    if issubclass(model_class, LabeledLLMRecommender):  # it answers Yes or No
         if not isinstance(words, (list, tuple)) or len(words) != 2 or not all(isinstance(w, str) and w for w in words):
             return [f"answer_words {words!r}: give two words, the positive one first, e.g. ['Yes', 'No']."]
         for option in templates:
@@ -206,12 +193,8 @@ def tokenizer_problems(config, model_class, tokenizer):
 
 def check_run(config, model_class):
     """Raise ``OptionError`` listing every problem found in ``config`` for ``model_class`` without training."""
-    from recbole_cora.llm.loading import llm_option_problems, load_tokenizer
-
     problems = list(getattr(config, "problems", []))
     problems += number_problems(config) + time_problems(config)
-    from recbole_cora.model.abstract_llm_recommender import LLMRecommender
-
     is_llm = issubclass(model_class, LLMRecommender)
     problems += data_problems(config, reads_text=is_llm)
     if is_llm:

@@ -28,6 +28,7 @@ import yaml
 
 from recbole_cora.evaluator import GROUPS
 from recbole_cora.results import _fmt, cell, columns, footnote, table_rows
+from recbole_cora.tasks import get_task, results_task
 
 
 def _result_file(folder, name):
@@ -116,11 +117,6 @@ def tune_for_comparison(name, budget, folder, config_file_list, config_dict, cmd
     return result
 
 
-def comparison_task(results):
-    """The task the results are of: next_item when they hold ranking metrics (metric@k), else labeled."""
-    return "next_item" if any("@" in key for result in results.values() for key in result) else "labeled"
-
-
 def side_results(name, result):
     """The rows a model's run printed beside its own (its frozen encoder's, the frozen LLM's zero-shot row), read
     from the run's ``results.json``: ``{"LightGCN (frozen CF encoder, in CoRA's run)": result, ...}``."""
@@ -160,10 +156,10 @@ def comparison_rows(results, task="labeled"):
 
 def write_comparison(folder, results):
     folder = Path(folder)
-    task = comparison_task(results)
+    task = results_task(results)
     metrics = columns({k: v for k, v in results.items() if "error" not in v}, task)
     rows = comparison_rows(results, task)
-    header = ["model", "test rows" if task == "labeled" else "test", "n"] + [t for _, t in metrics]
+    header = ["model", task.header(), "n"] + [t for _, t in metrics]
     header += ["trainable params", "train s", "eval s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -212,7 +208,7 @@ def plot_comparison(folder, rows, task="labeled", metrics=()):
     models = list(dict.fromkeys(r["model"] for r in rows if r["group"] != "error"))
     if not models:
         return None
-    if task == "next_item":
+    if get_task(task).ranking:
         return _plot_ranking(folder, plt, rows, models, metrics)
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(models) + 4), 4.5), sharey=True)
     width = 0.8 / len(GROUPS)

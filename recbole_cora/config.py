@@ -13,7 +13,8 @@ from pathlib import Path
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
-from recbole_cora.utils import ALIASES, get_model
+from recbole_cora.model.lookup import ALIASES, get_model
+from recbole_cora.tasks import get_task, task_names
 
 ROOT = Path(__file__).resolve().parent.parent
 PROPERTIES_DIR = ROOT / "properties"
@@ -21,8 +22,17 @@ DATASET_CONFIGS_DIR = ROOT / "dataset_configs"
 TASKS_DIR = PROPERTIES_DIR / "task"
 
 
-def known_tasks():
-    return sorted(path.stem for path in TASKS_DIR.glob("*.yaml"))
+class OptionError(ValueError):
+    """Problems found in the options before anything ran; ``problems`` holds one sentence each."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            lines = "\n".join(f"  {k}. {problem}" for k, problem in enumerate(self.problems, 1))
+            message = f"{len(self.problems)} problems in the options (nothing has run yet):\n{lines}"
+        super().__init__(message)
 
 
 def model_tasks(model_class):
@@ -119,8 +129,6 @@ class Config(RecBoleConfig):
                 raise FileNotFoundError(f"config file '{path}' (from --config_files) does not exist.")
         super().__init__(model, dataset, config_file_list, config_dict)
         if check and self.problems:
-            from recbole_cora.checks import OptionError
-
             raise OptionError(self.problems)
 
     def _set_default_parameters(self):
@@ -183,8 +191,8 @@ class Config(RecBoleConfig):
         anything is loaded."""
         tasks = model_tasks(model_class)
         task = self.external_config_dict.get("task") or tasks[0]
-        if task not in known_tasks():
-            self.problems.append(f"task '{task}' is unknown: use one of {known_tasks()} (properties/task/).")
+        if task not in task_names():
+            self.problems.append(f"task '{task}' is unknown: use one of {task_names()} (properties/task/).")
         elif task not in tasks:
             self.problems.append(
                 f"{name} does not run the {task} task (it runs: {', '.join(tasks)}): set `task: {tasks[0]}` or choose "
@@ -221,21 +229,7 @@ class Config(RecBoleConfig):
                 value = _merge_eval_args(self.internal_config_dict.get("eval_args"), value)
             self.internal_config_dict[key] = value
         self.internal_config_dict["task"] = self.task
-        if self.task == "candidates" and model_tasks(self.model_class)[0] == "labeled":
-            self._labeled_model_on_candidates()
-
-    def _labeled_model_on_candidates(self):
-        """A labeled model (TALLRec, CoRA, ..., RecBole's DIN and DIEN) or a general one (LightGCN, as a model or a CF
-        stage) on the candidate task reads the sequential data every model of that task reads: RecBole's sequential
-        loaders (one valid and test row per user), no rating threshold (every rating is an interaction), and for
-        training each next-item row with one uniformly sampled negative (label 0 for a pointwise model, BPR's pair
-        for a pairwise one)."""
-        internal = self.internal_config_dict
-        internal["MODEL_TYPE"] = ModelType.SEQUENTIAL
-        internal.pop("threshold", None)  # RecBole's context-aware default for ml-100k
-        internal["repeatable"] = True
-        if internal.get("train_neg_sample_args") is None:
-            internal["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1}
+        get_task(self.task).configure(self.internal_config_dict, model_tasks(self.model_class)[0])
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
@@ -248,7 +242,7 @@ class Config(RecBoleConfig):
             or getattr(self.model_class, "draws_own_negatives", False)
         if (
             final.get("MODEL_TYPE") == ModelType.SEQUENTIAL and over_all_items
-            and (self.task in ("next_item", "candidates") or self.model_class.__name__ not in ("DIN", "DIEN"))
+            and (get_task(self.task).ranking or self.model_class.__name__ not in ("DIN", "DIEN"))
             and "train_neg_sample_args" not in self.external_config_dict
         ):
             final["train_neg_sample_args"] = None

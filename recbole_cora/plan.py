@@ -4,6 +4,8 @@ then, once the LLM is loaded, one prompt exactly as the LLM reads it. The traine
 first measured steps (``LLMTrainer``)."""
 
 from recbole_cora.data.rows import eval_row_subset, fixed_row_subset
+from recbole_cora.model.abstract_llm_recommender import LLMRecommender
+from recbole_cora.tasks import get_task
 
 
 def _n(value):
@@ -62,23 +64,19 @@ def _valid_clause(config, rows):
 
 def describe_plan(config, dataset, splits, model_class, stages=()):
     """The plan as lines of text (the pipeline logs them before the first stage starts)."""
-    from recbole_cora.model.abstract_llm_recommender import LLMRecommender
-
     train, valid, test = (data._dataset for data in splits)
-    next_item = config["task"] in ("next_item", "candidates")  # sequential data: one valid and test row per user
+    task = get_task(config)
     is_llm = issubclass(model_class, LLMRecommender)
-    what = f"{config['model']} on {config['dataset']} ({config['task']} task)"
+    what = f"{config['model']} on {config['dataset']} ({task.name} task)"
     if is_llm:
         what += f", LLM {config['llm_path']} ({config['llm_dtype']}, {config['device']})"
     lines = [f"plan: {what}"]
     feat = dataset.inter_feat
     users, items = (len(feat[field].unique()) for field in (dataset.uid_field, dataset.iid_field))
     lines.append(f"  data      {_n(len(feat))} interactions of {_n(users)} users and {_n(items)} items (after filters)")
-    args = config["eval_args"]
-    split = f"{args['split']}, order {args['order']}" + ("" if next_item else f", group_by {args['group_by']}")
-    unit = "users" if next_item else "rows"
-    lines.append(f"  split     {split}: train {_n(len(train))} rows, valid {_n(len(valid))} {unit}{_warm(valid, config)}, "
-                 f"test {_n(len(test))} {unit}{_warm(test, config)}")
+    unit = task.unit
+    lines.append(f"  split     {task.split_text(config['eval_args'])}: train {_n(len(train))} rows, valid {_n(len(valid))} "
+                 f"{unit}{_warm(valid, config)}, test {_n(len(test))} {unit}{_warm(test, config)}")
     for stage in stages:
         lines.append(_stage_line(stage))
     epochs = config["epochs"]
@@ -107,19 +105,8 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
     else:
         lines.append(f"  train     RecBole's trainer: at most {epochs} epochs on {_n(len(train))} train rows, stopping after "
                      f"{config['stopping_step']} evaluations without a better {config['valid_metric']}")
-    if config["task"] == "candidates":
-        from recbole_cora.data.candidates import candidate_file
-
-        lines.append(f"  evaluate  {_valid_clause(config, _rows(len(valid), config, 'users'))}; test on "
-                     f"{_rows(len(test), config, 'users')}: each ranks its list of {config['candidate_count']} candidates "
-                     f"(the next item and {config['candidate_count'] - 1} never interacted with), kept in "
-                     f"{candidate_file(config, test).parent}")
-    elif next_item:
-        lines.append(f"  evaluate  {_valid_clause(config, _rows(len(valid), config, 'users'))}; test on "
-                     f"{_rows(len(test), config, 'users')} ({config['eval_args']['mode']['test']} ranking)")
-    else:
-        lines.append(f"  evaluate  {_valid_clause(config, _rows(len(valid), config))}; test on "
-                     f"{_rows(len(test), config)}")
+    lines.append(f"  evaluate  {_valid_clause(config, _rows(len(valid), config, unit))}; test on "
+                 f"{_rows(len(test), config, unit)}{task.test_text(config, test)}")
     if is_llm and config["curve_epochs"]:
         lines.append(f"  curve     the test rows are also scored after epochs {list(config['curve_epochs'])}")
     if is_llm:

@@ -19,9 +19,10 @@ from pathlib import Path
 from recbole.data import data_preparation
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
+from recbole_cora.checkpoint import find_resume_run, stage_folder
 from recbole_cora.checks import check_run
 from recbole_cora.compat import make_run_dirs, silence_recbole_warnings
-from recbole_cora.inference import write_run_file
+from recbole_cora.runs import write_run_file
 from recbole_cora.io import atomic_path, build_lock, reserve
 from recbole_cora.config import Config
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, place_model
@@ -29,6 +30,7 @@ from recbole_cora.model.encoders import FrozenCFEncoder
 from recbole_cora.plan import describe_plan, describe_prompt
 from recbole_cora.results import markdown_table, save_curve, save_results
 from recbole_cora.stages import planned_stages, prepare_stages
+from recbole_cora.tasks import get_task
 from recbole_cora.utils import create_dataset, get_model, get_trainer
 
 
@@ -77,20 +79,14 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     log_file_only(logger, model)
     logger.info(f"resolved config, dataset and model: in {log_file(logger) or 'the log file'}")
     if is_llm:
-        lists = None
-        if config["task"] == "candidates":
-            from recbole_cora.data.candidates import candidate_lists
-
-            with state.main_process_first():  # drawn and saved once, then read by the other processes
-                lists = candidate_lists(config, test_data._dataset)
+        with state.main_process_first():  # the candidate task's lists: drawn and saved once, then read by the others
+            lists = get_task(config).candidate_lists(config, test_data._dataset)
         for line in describe_prompt(model, test_data._dataset.inter_feat, lists):
             logger.info(line)
     start = time.time()
     stages = model.training_stages() if is_llm else [None]
     resume_run = None
     if config["resume"]:
-        from recbole_cora.checkpoint import find_resume_run
-
         resume_run = find_resume_run(config, config["model"])
         logger.info(set_color("resume", "yellow") + f": {resume_run}")
     trained, curve = set(), []
@@ -113,11 +109,11 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
         if base is None:  # every stage of a run shares the first trainer's name, claimed for this run alone
             base = trainer.saved_model_file
             if saved and is_llm:  # a folder per stage
-                base = str(claim(base, "" if stage is None else f"-step{stage}", True, state))
+                base = str(claim(base, stage_folder("", stage), True, state))  # the first stage's folder is free
             elif saved:  # RecBole's .pth file
                 stem, ext = os.path.splitext(base)
                 base = str(claim(stem, ext, False, state)) + ext
-        trainer.saved_model_file = base if stage is None else f"{base}-step{stage}"
+        trainer.saved_model_file = stage_folder(base, stage)
         if resume_run is not None and (trainer.resume_dir / "LATEST").is_file():
             trainer.resume_from(trainer.resume_dir)
         best_valid_score, best_valid_result = trainer.fit(
@@ -152,12 +148,12 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
 
     folder = claim(Path(config["results_dir"]) / f"{config['model']}-{config['dataset']}-{get_local_time()}", "", True, state)
     if state.is_main_process:
-        save_results(folder, results, config, config["task"])
+        save_results(folder, results, config, get_task(config))
         if curve:
             save_curve(folder / "curve.csv", curve)
         if saved and getattr(trainer, "optimizer", None) is not None:  # what recbole_cora.load_run reads back
             write_run_file(folder, trainer.saved_model_file)
-    table = markdown_table(results, config["task"])
+    table = markdown_table(results, get_task(config))
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f":\n{table}\n(saved in {folder})")
     return {
@@ -198,7 +194,7 @@ def zero_shot_result(config, trainer, model, test_data, state):
     every model of a comparison that shows the same prompts."""
     rows = trainer.eval_rows(test_data)
     dataset = test_data._dataset
-    lists = [config["task"], config["candidate_count"], config["candidate_seed"], config["seed"]] if config["task"] == "candidates" else []
+    lists = get_task(config).list_options(config)
     key = json.dumps([model.zero_shot_key(dataset.inter_feat[torch.as_tensor(rows)]), dataset.fingerprint, rows, *lists])
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = Path(config["cf_checkpoint_dir"]) / "zero-shot" / f"{config['dataset']}-{key}.json"

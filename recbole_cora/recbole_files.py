@@ -151,13 +151,12 @@ def _read_pair(pth, map_location):
                              run=record["run"], epoch=record["epoch"], source=str(tensors_path))
 
 
-def rebuild_config(checkpoint):
-    """The model's RecBole Config, rebuilt from the options its checkpoint recorded (never unpickled)."""
-    from recbole_cora.config import Config
-
+def rebuild_config(checkpoint, config_class):
+    """The model's Config, rebuilt by ``config_class`` (the run's own: ``recbole_cora.config.Config``) from the
+    options its checkpoint recorded (never unpickled)."""
     options = {**checkpoint["options"], "state": "WARNING", "show_progress": False}
     try:
-        return Config(model=options["model"], dataset=options["dataset"], config_dict=options, check=False)
+        return config_class(model=options["model"], dataset=options["dataset"], config_dict=options, check=False)
     except Exception as err:  # options that do not make a Config: a hand-edited or foreign record
         raise CorruptCheckpointError(
             f"'{checkpoint['source']}': the options it recorded do not rebuild its model ({type(err).__name__}: "

@@ -6,51 +6,27 @@ import math
 from pathlib import Path
 
 from recbole_cora.checkpoint import plain_config
-from recbole_cora.evaluator import GROUPS
+from recbole_cora.tasks import get_task
 
-COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("uauc_users", "UAUC users"), ("logloss", "LogLoss"))  # the labeled task's
 # A UAUC over fewer users than this is marked in tables: a mean over a handful of users (or one, whose AUC may be
 # 1.0000) is not a figure to compare.
 UAUC_MIN_USERS = 10
 SMALL_MARK = "†"
 SMALL_NOTE = f"{SMALL_MARK} UAUC over fewer than {UAUC_MIN_USERS} users (the UAUC users column): too few to compare."
-RANKING_TASKS = ("next_item", "candidates")  # one row per model, its test users, RecBole's metric@k
-# A model that answers in text on the candidate task (RSLLM): LLaRA's ValidRatio and HitRatio@1 of its greedy answers.
-ANSWER_COLUMNS = (("valid_ratio", "ValidRatio"), ("hit_ratio@1_valid", "HitRatio@1 (valid)"), ("hit_ratio@1_all", "HitRatio@1 (all)"))
-METRIC_TITLES = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit": "Hit", "precision": "Precision", "map": "MAP"}
 
 
 def columns(results, task="labeled"):
-    """(key, title) of the task's metric columns: AUC / UAUC / LogLoss, or every ranking metric@k the results
-    hold (in RecBole's order), e.g. ("ndcg@10", "NDCG@10")."""
-    if task not in RANKING_TASKS:
-        return COLUMNS
-    answers = dict(ANSWER_COLUMNS)
-    keys = []
-    for result in results.values():
-        keys += [key for key in result if "@" in key and key not in keys and key not in answers]
-    found = tuple((key, f"{METRIC_TITLES.get(key.split('@')[0], key.split('@')[0])}@{key.split('@')[1]}") for key in keys)
-    return found + tuple((key, title) for key, title in ANSWER_COLUMNS if any(key in r for r in results.values()))
+    """(key, title) of the task's metric columns (``Task.columns``): AUC / UAUC / LogLoss, or every ranking metric@k
+    the results hold (in RecBole's order), e.g. ("ndcg@10", "NDCG@10")."""
+    return get_task(task).columns(results)
 
 
 def table_rows(results, task="labeled"):
     """``{model: test_result}`` -> a list of dicts ``{model, group, n, <metric>...}``: one per (model, group of
-    test rows: all / warm / cold) for the labeled task, one per model (its test users) for the next-item task."""
-    rows = []
-    metrics = [key for key, _ in columns(results, task)]
-    for model, result in results.items():
-        if task in RANKING_TASKS:
-            rows.append({"model": model, "group": "users", "n": result.get("users"), **{m: result.get(m) for m in metrics}})
-            continue
-        for group in GROUPS:
-            prefix = "" if group == "all" else f"{group}_"
-            n_rows = result.get(f"{prefix}rows")
-            if n_rows is None:
-                continue
-            row = {"model": model, "group": group, "n": n_rows}
-            row.update({metric: result.get(prefix + metric) for metric in metrics})
-            rows.append(row)
-    return rows
+    test rows: all / warm / cold) for the labeled task, one per model (its test users) for a ranking task."""
+    task = get_task(task)
+    metrics = [key for key, _ in task.columns(results)]
+    return [row for model, result in results.items() for row in task.table_rows(model, result, metrics)]
 
 
 def _fmt(value):
@@ -76,7 +52,7 @@ def footnote(lines):
 
 
 def markdown_table(results, task="labeled"):
-    header = ["model", "test rows" if task not in RANKING_TASKS else "test", "n"] + [title for _, title in columns(results, task)]
+    header = ["model", get_task(task).header(), "n"] + [title for _, title in columns(results, task)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table_rows(results, task):
         cells = [row["model"], row["group"], _fmt(row["n"])] + [cell(row, m) for m, _ in columns(results, task)]

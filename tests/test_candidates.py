@@ -209,7 +209,7 @@ def test_cora_runs_on_the_lists_beside_its_frozen_lightgcn_and_the_zero_shot_row
 def test_recbole_s_din_learns_from_sampled_negatives_and_ranks_a_list_by_its_predict_of_each_pair(slice_path, tmp_path):
     from recbole.model.sequential_recommender import DIN
 
-    from recbole_cora.training import candidate_scores
+    from recbole_cora.tasks import candidate_scores
 
     options = {**QUIET, **SLICE_OPTIONS, "data_path": slice_path, "cf_checkpoint_dir": str(tmp_path / "stages"),
                "task": "candidates", "candidate_count": 6, "embedding_size": 8, "mlp_hidden_size": [16]}

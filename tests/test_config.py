@@ -54,7 +54,7 @@ def test_lookup_falls_back_to_recbole_and_mixes_in_labeled_evaluation():
     from recbole.model.general_recommender import LightGCN
     from recbole.trainer import Trainer
 
-    from recbole_cora.training import LabeledEvaluationMixin
+    from recbole_cora.tasks import LabeledEvaluationMixin
 
     assert get_model("LightGCN") is LightGCN
     config = Config("LightGCN", "ml-100k", config_dict=QUIET)

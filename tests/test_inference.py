@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from recbole_cora import load_data_and_model, load_run, run_recbole_cora
-from recbole_cora.inference import RunLoadError, read_pairs
+from recbole_cora.runs import RunLoadError, read_pairs
 
 from conftest import QUIET, ROOT, SMALL_CORA
 
@@ -242,3 +242,19 @@ def test_a_laser_run_loads_and_recommends_by_its_cosine(tmp_path, tiny_llm, resi
         mine = [r for r in rows if r["user"] == token]
         assert not {run.dataset.field2token_id["item_id"][r["item"]] for r in mine} & seen
         assert [r["score"] for r in mine] == sorted((r["score"] for r in mine), reverse=True)
+
+
+def test_a_loaded_run_whose_stage_folder_is_gone_is_refused(cora_run, tmp_path):
+    import shutil
+
+    from recbole_cora.runs import find_saved_model
+
+    _, folder = find_saved_model(cora_run["results_dir"])
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    saved = json.loads((copy / "config.json").read_text())
+    gone = str(tmp_path / "cf-stage-deleted")
+    saved["run"]["options"]["cf_stage_dir"] = saved["config"]["cf_stage_dir"] = gone
+    (copy / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(RunLoadError, match=r"the stage folder '.*cf-stage-deleted' \(cf_stage_dir\) this run read is gone"):
+        load_run(copy)

@@ -69,7 +69,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_importing_the_package_loads_no_pipeline_until_it_is_used():
-    code = ("import sys, recbole_cora; loaded = [m for m in ('recbole_cora.quick_start', 'recbole_cora.inference', "
+    code = ("import sys, recbole_cora; loaded = [m for m in ('recbole_cora.quick_start', 'recbole_cora.runs', "
             "'recbole_cora.training') if m in sys.modules]; print(loaded); "
             "from recbole_cora import run_recbole_cora; print(run_recbole_cora.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")

@@ -17,7 +17,7 @@ import run_recbole_cora as cli
 from recbole_cora import load_data_and_model, load_run, run_recbole_cora
 from recbole_cora.checkpoint import CheckpointError
 from recbole_cora.config import Config
-from recbole_cora.inference import RunLoadError
+from recbole_cora.runs import RunLoadError
 from recbole_cora.model.encoders import CFCheckpointError, FrozenSequentialRecommender, read_stage_meta
 from recbole_cora.recbole_files import (CorruptCheckpointError, UntrustedCheckpointError, read_foreign_checkpoint,
                                         read_recbole_model, sidecars)

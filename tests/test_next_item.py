@@ -18,7 +18,7 @@ from recbole.utils import init_seed
 from recbole_cora import run_recbole_cora
 from recbole_cora.config import Config
 from recbole_cora.data import NextItemDataset
-from recbole_cora.training import mask_history
+from recbole_cora.tasks import mask_history
 from recbole_cora.utils import create_dataset
 
 from conftest import QUIET

@@ -10,6 +10,7 @@ from recbole.utils import init_seed
 from recbole_cora import run_recbole_cora
 from recbole_cora.recbole_files import UntrustedCheckpointError
 from recbole_cora.config import Config
+from recbole_cora.data.rows import fixed_row_subset
 from recbole_cora.model.encoders import CFCheckpointError, FrozenDINEncoder
 from recbole_cora.model.llm_recommender.reclora import RecLoRA
 from recbole_cora.stages import din_stage_config, prepare_stages, run_din_stage
@@ -172,10 +173,10 @@ def test_few2many_draws_one_fixed_uniform_subset_of_the_training_rows(tiny_llm, 
     n = len(train._dataset)
     rows = model.train_row_subset
     assert len(rows) == 500 == len(set(rows)) and all(0 <= r < n for r in rows)
-    assert rows == RecLoRA.few2many_rows(n, 500, config["seed"])  # drawn once with the seed: the same every time
-    assert rows != RecLoRA.few2many_rows(n, 500, config["seed"] + 1)
-    assert len(RecLoRA.few2many_rows(n, 0.1, config["seed"])) == round(0.1 * n)
-    assert RecLoRA.few2many_rows(n, None, 0) is None and RecLoRA.few2many_rows(n, n + 1, 0) is None
+    assert rows == fixed_row_subset(n, 500, config["seed"])  # drawn once with the seed: the same every time
+    assert rows != fixed_row_subset(n, 500, config["seed"] + 1)
+    assert len(fixed_row_subset(n, 0.1, config["seed"])) == round(0.1 * n)
+    assert fixed_row_subset(n, None, 0) is None and fixed_row_subset(n, n + 1, 0) is None
     assert max(rows) > n / 2 and min(rows) < n / 2  # spread over the whole split
 
 

@@ -128,6 +128,11 @@ def target_positions(lists, targets):
     return (lists == targets.view(-1, 1).to(lists.device)).float().argmax(dim=1)
 
 
+def scores_at(scores, lists):
+    """(rows, candidates): a full ranking's scores (rows, items) at each row's listed items."""
+    return scores.view(len(lists), -1).gather(1, lists.to(scores.device))
+
+
 def pair_scores(predict, interaction, lists, item_field, batch_size=None):
     """A pointwise model's scores of candidate lists, (rows, candidates): every row repeated once per candidate with
     the candidate as its ``item_field``, scored by ``predict`` ``batch_size`` pairs at a time (all at once if None).

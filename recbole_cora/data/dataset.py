@@ -232,7 +232,7 @@ class LabeledDataset(ItemTextMixin, Dataset):
     def histories_before(self, user_ids, times):
         """(n, history_len) item ids: each user's last ``history_len`` positive items strictly before the time (rows of
         every split, in time order; rows at that very time are left out), oldest first, right-padded with 0: the
-        history a new row of that user at that time gets (``recbole_cora.inference``)."""
+        history a new row of that user at that time gets (``recbole_cora.runs``)."""
         feat = self.inter_feat
         if not hasattr(self, "_positive_index"):
             users, items = feat[self.uid_field].numpy(), feat[self.iid_field].numpy()

@@ -4,7 +4,7 @@ from recbole.evaluator import register
 from recbole.utils import EvaluatorType
 
 from recbole_cora.evaluator.collector import LabeledCollector
-from recbole_cora.evaluator.grouped import GROUPS, evaluate_groups, subset_struct
+from recbole_cora.evaluator.grouped import GROUPS, RowSubsetEvaluator, evaluate_groups, subset_struct
 from recbole_cora.evaluator.metrics import UAUC, binary_auc, user_auc
 
 PLUGIN_METRICS = {"uauc": UAUC}
@@ -22,6 +22,6 @@ def register_metrics():
 
 
 __all__ = [
-    "GROUPS", "LabeledCollector", "PLUGIN_METRICS", "UAUC", "binary_auc", "evaluate_groups",
+    "GROUPS", "LabeledCollector", "PLUGIN_METRICS", "RowSubsetEvaluator", "UAUC", "binary_auc", "evaluate_groups",
     "register_metrics", "subset_struct", "user_auc",
 ]

@@ -63,3 +63,13 @@ def _log_uauc_counts(counts):
             "UAUC users evaluated (skipped: one class only): "
             + ", ".join(f"{group} {n} ({skipped})" for group, n, skipped in counts)
         )
+
+
+class RowSubsetEvaluator:
+    """RecBole's Evaluator on some rows of the collected data only (the users of ``eval_rows``)."""
+
+    def __init__(self, evaluator, rows):
+        self.evaluator, self.rows = evaluator, torch.as_tensor(rows)
+
+    def evaluate(self, struct):
+        return self.evaluator.evaluate(subset_struct(struct, self.rows))

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from recbole_cora.compat import keep_anomaly_mode
+from recbole_cora.data.candidates import pair_scores, scores_at
+from recbole_cora.recbole_files import CorruptCheckpointError, read_recbole_model, rebuild_config
 
 CF_STAGE_FILE = "embeddings.safetensors"  # a CF stage's tables; written last
 DIN_STAGE_FILE = "encoder.json"
@@ -72,13 +74,12 @@ def read_stage_meta(stage, name, dataset, runner):
 STAGE_MODEL_FILE = "recbole_model.pth"  # RecBole's checkpoint of a stage; read through its safetensors + JSON pair
 
 
-def read_stage_model(stage):
-    """The stage's trained RecBole model as plain values and its rebuilt Config (``recbole_files``): nothing unpickled."""
-    from recbole_cora.recbole_files import CorruptCheckpointError, read_recbole_model, rebuild_config
-
+def read_stage_model(stage, config_class):
+    """The stage's trained RecBole model as plain values and its Config, rebuilt by ``config_class`` (the class of
+    the run's own Config) from the options it recorded (``recbole_files``): nothing unpickled."""
     try:
         checkpoint = read_recbole_model(Path(stage) / STAGE_MODEL_FILE)
-        return checkpoint, rebuild_config(checkpoint)
+        return checkpoint, rebuild_config(checkpoint, config_class)
     except (CorruptCheckpointError, FileNotFoundError) as err:
         raise CFCheckpointError(f"stage '{stage}': {err} Delete the stage folder to train it again.") from err
 
@@ -116,8 +117,7 @@ class FrozenEncoder(nn.Module):
     def candidate_scores(self, interaction, lists):
         """``task: candidates``: (rows, candidates) scores of each row's list; by default its full ranking's scores at
         the listed items."""
-        scores = self.full_sort_predict(interaction).view(len(interaction), -1)
-        return scores.gather(1, lists.to(scores.device))
+        return scores_at(self.full_sort_predict(interaction), lists)
 
 
 class FrozenCFEncoder(FrozenEncoder):
@@ -221,7 +221,7 @@ class FrozenDINEncoder(FrozenEncoder):
         meta = read_stage_meta(stage, DIN_STAGE_FILE, dataset, "run_din_stage")
         # the width of the ID history the rows carry: a labeled dataset's `history_len`, a sequential one's (the
         # candidate task) RecBole's MAX_ITEM_LIST_LENGTH (`history_len` is then the titles a prompt shows)
-        sequential = dataset.config["task"] == "candidates"
+        sequential = isinstance(dataset, NextItemDataset)
         width, option = ((int(dataset.config["MAX_ITEM_LIST_LENGTH"]), "MAX_ITEM_LIST_LENGTH") if sequential
                          else (dataset.history_len, "history_len"))
         if meta.get("history_len") != width:
@@ -229,7 +229,7 @@ class FrozenDINEncoder(FrozenEncoder):
                 f"stage '{stage}' reads histories of {meta.get('history_len')} items, this dataset carries "
                 f"{width} (`{option}`): run the stage for this history length."
             )
-        checkpoint, stage_config = read_stage_model(stage)
+        checkpoint, stage_config = read_stage_model(stage, type(dataset.config))
         stage_config["device"] = torch.device(device)  # DIN builds its attention mask on this device
         # DIN's feature tables are rebuilt from the same atomic files with the stage's own options.
         stage_dataset = (NextItemDataset if sequential else LabeledDataset)(stage_config)
@@ -275,8 +275,6 @@ class FrozenDINEncoder(FrozenEncoder):
 
     def candidate_scores(self, interaction, lists, batch_size=None):
         """The candidate task: DIN's click probability of each row's user and history with each candidate."""
-        from recbole_cora.data.candidates import pair_scores
-
         return pair_scores(self.predict, interaction, lists, self.iid_field, batch_size)
 
 
@@ -302,7 +300,7 @@ class FrozenSequentialRecommender(FrozenEncoder):
         meta = read_stage_meta(stage, SEQUENCE_STAGE_FILE, dataset, "run_sequence_stage")
         if meta.get("item_tokens") != [str(t) for t in dataset.field2id_token[dataset.iid_field]]:
             raise CFCheckpointError(f"stage '{stage}' numbers the items differently from this dataset: delete it to retrain.")
-        checkpoint, stage_config = read_stage_model(stage)
+        checkpoint, stage_config = read_stage_model(stage, type(dataset.config))
         with keep_anomaly_mode():
             recommender = get_model(meta["model"])(stage_config, dataset)
         recommender.load_state_dict(checkpoint["state_dict"])

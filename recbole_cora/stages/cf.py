@@ -14,6 +14,7 @@ from torch import nn
 from recbole_cora.io import atomic_path
 from recbole_cora.model.encoders import CF_STAGE_FILE
 from recbole_cora.stages.runner import KEY_OPTIONS, run_recbole_stage, stage_config
+from recbole_cora.tasks import get_task
 
 CF_KEY_OPTIONS = KEY_OPTIONS
 
@@ -21,8 +22,8 @@ CF_KEY_OPTIONS = KEY_OPTIONS
 def cf_stage_config(config):
     """The CF stage's Config: the run's data and split, the CF model's defaults, ``cf_config`` on top; on the labeled
     task it early-stops on ``cf_valid_metric``."""
-    labeled = config["task"] == "labeled"  # on a ranking task the stage stops on the task's own valid_metric
-    options = {"valid_metric": config["cf_valid_metric"]} if config["cf_valid_metric"] and labeled else {}
+    # on a ranking task the stage stops on the task's own valid_metric
+    options = {"valid_metric": config["cf_valid_metric"]} if config["cf_valid_metric"] and not get_task(config).ranking else {}
     options.update(config["cf_config"] or {})
     return stage_config(config, config["cf_model"], options)
 

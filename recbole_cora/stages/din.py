@@ -7,6 +7,7 @@ split fingerprint, history length and the user/item tokens in DIN's id order.
 
 from recbole_cora.model.encoders import DIN_STAGE_FILE
 from recbole_cora.stages.runner import KEY_OPTIONS, run_recbole_stage, stage_config, write_stage_meta
+from recbole_cora.tasks import get_task
 
 DIN_ENCODERS = ("DIN",)
 # What changes what DIN learns, besides the split: its own sizes, the history it reads, the features loaded.
@@ -22,10 +23,10 @@ def din_stage_config(config):
     if model not in DIN_ENCODERS:
         raise ValueError(f"reclora_encoder {model!r} has no sequential stage: use one of {list(DIN_ENCODERS)} or 'cf'.")
     options = dict(config["reclora_encoder_config"] or {})
-    if config["task"] == "candidates":
-        # The candidate task's rows are next-item positives, each with one uniformly sampled negative (label 0: the
-        # task's Config gives DIN that); the long history is RecBole's ID history (MAX_ITEM_LIST_LENGTH), which the
-        # run's dataset carries as well.
+    if get_task(config).ranking:
+        # A ranking task's rows (the candidate task's) are next-item positives, each with one uniformly sampled
+        # negative (label 0: the task's Config gives DIN that); the long history is RecBole's ID history
+        # (MAX_ITEM_LIST_LENGTH), which the run's dataset carries as well.
         options["MAX_ITEM_LIST_LENGTH"] = int(config["MAX_ITEM_LIST_LENGTH"])
         options["history_len"] = config["history_len"]
     else:

@@ -13,10 +13,14 @@ import json
 from logging import getLogger
 from pathlib import Path
 
+from recbole.data import data_preparation
+from recbole.utils import init_seed
 from recbole.utils.argument_list import dataset_arguments
 
+from recbole_cora.config import Config
 from recbole_cora.io import atomic_path, build_lock
 from recbole_cora.model.encoders import CFCheckpointError
+from recbole_cora.utils import create_dataset, get_model, get_trainer
 
 # Options that change what a stage learns: they key its folder.
 KEY_OPTIONS = (
@@ -37,8 +41,6 @@ SHARED_OPTIONS = set(dataset_arguments) | {
 def stage_config(config, model, options=None):
     """The RecBole Config of a stage: the run's data, task and split options, ``model``'s own defaults, then
     ``options`` (the stage's own, e.g. ``cf_config``) on top."""
-    from recbole_cora.config import Config
-
     given = {**config.internal_config_dict, **config.external_config_dict}  # before RecBole rewrites data_path
     shared = {key: value for key, value in given.items() if key in SHARED_OPTIONS}
     shared.update(options or {})
@@ -73,11 +75,6 @@ def run_recbole_stage(config, dataset, key_options, done_file, save, what="the t
 
     ``save(model, stage_dataset, fingerprint, folder)`` writes what the stage's consumer reads, ``done_file``
     last. ``dataset`` is the caller's dataset: a stage whose split differs from it is refused."""
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_cora.utils import create_dataset
-
     logger = getLogger()
     name = config["model"]
     init_seed(config["seed"], config["reproducibility"])
@@ -103,10 +100,6 @@ def run_recbole_stage(config, dataset, key_options, done_file, save, what="the t
 
 
 def _train_stage(config, name, stage, train_data, valid_data, test_data, stage_dataset, fingerprint, save, what):
-    from recbole.utils import init_seed
-
-    from recbole_cora.utils import get_model, get_trainer
-
     logger = getLogger()
     stage.mkdir(parents=True, exist_ok=True)
     logger.info(f"{name} stage: training on {what} into {stage} (at most {config['epochs']} epochs)")

@@ -2,23 +2,20 @@
 
 Rows (or users) are split between processes with no padded duplicates, each process scores its own in batches, and
 every process gets all of them back once, in row order, so all see the same metrics (early stopping). What a batch
-gives differs by task (a labeled row's score, a user's hits in the full ranking, a candidate list's scores, the two
-parts of the encoder residual); the loop around it is the same. It takes a model and rows and never calls the
-trainer.
+gives differs by task (a labeled row's score, a user's hits in the full ranking, a candidate list's scores: each
+task's ``evaluate`` says) and for the encoder residual's two parts; the loop around it is the same. It takes a model
+and rows and never calls the trainer.
 """
 
 import time
 
 import torch
-from recbole.evaluator.collector import DataStruct
 from recbole.utils import set_color
 from tqdm import tqdm
 
-from recbole_cora.data.candidates import answer_metrics, candidate_lists, ranking_struct, target_positions
 from recbole_cora.data.rows import eval_row_subset
-from recbole_cora.evaluator import evaluate_groups
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender
-from recbole_cora.training.recbole_trainers import candidate_scores, mask_history
+from recbole_cora.tasks import get_task
 from recbole_cora.training.sampling import longest_first, row_loader
 
 
@@ -29,6 +26,7 @@ class EvaluationLoop:
 
     def __init__(self, accelerator, config, cache_owner):
         self.accelerator, self.config, self.cache_owner = accelerator, config, cache_owner
+        self.task = get_task(config)
 
     @property
     def device(self):
@@ -41,11 +39,12 @@ class EvaluationLoop:
         if self.accelerator.is_main_process:
             self.cache_owner.save_prompt_caches()
 
-    def run(self, model, eval_data, score, empty, desc="Evaluate   ", show_progress=False):
-        """``score(interaction, batch_rows)`` on every evaluation row of ``eval_data``: a dict of tensors whose first
-        dimension is the batch's rows. Returns them gathered from every process, in row order, with ``row``.
-        ``empty``: each key's tensor for a process that got no rows (its dtype and trailing shape)."""
-        rows = self.rows(eval_data)
+    def run(self, model, eval_data, score, empty, desc="Evaluate   ", show_progress=False, rows=None):
+        """``score(interaction, batch_rows)`` on every evaluation row of ``eval_data`` (``rows``: these rows instead):
+        a dict of tensors whose first dimension is the batch's rows. Returns them gathered from every process, in row
+        order, with ``row``. ``empty``: each key's tensor for a process that got no rows (its dtype and trailing
+        shape)."""
+        rows = self.rows(eval_data) if rows is None else list(rows)
         local = {"row": []}
         with self.accelerator.split_between_processes(rows) as mine:
             if isinstance(model, LLMRecommender):
@@ -81,97 +80,19 @@ class EvaluationLoop:
         order = torch.argsort(out["row"][keep])
         return {key: values[keep][order].to(local[key].dtype) for key, values in out.items()}
 
-    # ---------------------------------------------------------------- the three tasks
+    # ---------------------------------------------------------------- the task's metrics
     def evaluate(self, model, eval_data, evaluator, show_progress=False, answers=True):
         """``model``'s metrics on the evaluation rows (labeled) or users (next-item, candidates): an LLM model, or a
-        frozen encoder scored beside it on the same rows. ``answers``: False skips a model's greedy answers."""
-        task = self.config["task"]
-        if task == "candidates":
-            return self.candidates(model, eval_data, evaluator, show_progress, answers)
-        if task == "next_item":
-            result = evaluator.evaluate(self.ranking(model, eval_data, show_progress))
-            result["users"] = len(self.rows(eval_data))
-            return result
-        return evaluate_groups(evaluator, self.labeled(model, eval_data, show_progress))
-
-    @torch.inference_mode()
-    def labeled(self, model, eval_data, show_progress=False):
-        """``model.predict`` on the evaluation rows, as a RecBole DataStruct (score, label, uid, warm)."""
-        label_field, uid_field, warm_field = (self.config[k] for k in ("LABEL_FIELD", "USER_ID_FIELD", "WARM_FIELD"))
-
-        def score(interaction, _):
-            scores = model.predict(interaction).double().cpu()  # no float32 ties near 0 or 1
-            warm = interaction[warm_field].float().cpu() if warm_field in interaction else torch.ones(len(scores))
-            return {"score": scores, "label": interaction[label_field].float().cpu(),
-                    "uid": interaction[uid_field].cpu(), "warm": warm}
-
-        empty = {key: torch.zeros(0) for key in ("score", "label", "uid", "warm")}
-        gathered = self.run(model, eval_data, score, empty, show_progress=show_progress)
-        struct = DataStruct()
-        struct.set("rec.score", gathered["score"])
-        struct.set("data.label", gathered["label"])
-        struct.set("data.uid", gathered["uid"].long())
-        struct.set("data.warm", gathered["warm"])
-        return struct
-
-    @torch.inference_mode()
-    def ranking(self, model, eval_data, show_progress=False):
-        """Full ranking of every item for the evaluation users (one row per user in RecBole's sequential valid/test
-        data): a RecBole DataStruct whose ``rec.topk`` is what RecBole's Collector builds (hits in the top max(topk),
-        then the number of positives). The user's earlier items are masked with ``mask_history``."""
-        depth = max(self.config["topk"])
-        iid_field = self.config["ITEM_ID_FIELD"]
-
-        def score(interaction, _):
-            scores = model.full_sort_predict(interaction).view(len(interaction), -1).float().clone()
-            scores[:, 0] = -float("inf")
-            if self.config["mask_history"]:
-                mask_history(scores, interaction, self.config)
-            top = torch.topk(scores, depth, dim=-1).indices
-            return {"hits": (top == interaction[iid_field].to(top.device).view(-1, 1)).float().cpu()}
-
-        gathered = self.run(model, eval_data, score, {"hits": torch.zeros(0, depth)}, show_progress=show_progress)
-        hits = gathered["hits"].long()
-        struct = DataStruct()
-        # integers, as RecBole's Collector makes them (NDCG indexes with the count of positives)
-        struct.set("rec.topk", torch.cat([hits, torch.ones(len(hits), 1, dtype=torch.long)], dim=1))  # one positive per user
-        return struct
-
-    @torch.inference_mode()
-    def candidates(self, model, eval_data, evaluator, show_progress=False, answers=True):
-        """``task: candidates``: the evaluation users rank their fixed candidate lists (``candidate_scores``);
-        RecBole's evaluator gives Hit and NDCG at each k over the lists. On the test split a model that answers in
-        text (``answers_in_text``: RSLLM) also gives its greedy answer's ValidRatio and HitRatio@1 (over valid
-        answers, LLaRA's, and over all users), unless ``answers`` is False."""
-        part = eval_data._dataset
-        lists = candidate_lists(self.config, part)
-        # greedy answers on the test users only: early stopping reads the ranking, and generation is the slow half
-        answers = answers and answers_in_text(model) and bool(self.config["generate_answers"]) and part.phase == "test"
-
-        def score(interaction, batch_rows):
-            batch_lists = lists[batch_rows].to(self.device)
-            out = {"score": candidate_scores(model, interaction, batch_lists).double().cpu()}
-            if answers:
-                out["choice"] = torch.as_tensor(model.answer_candidates(interaction, batch_lists)).double()
-            return out
-
-        empty = {"score": torch.zeros(0, lists.shape[1], dtype=torch.float64),
-                 **({"choice": torch.zeros(0, dtype=torch.float64)} if answers else {})}
-        gathered = self.run(model, eval_data, score, empty, desc="Candidates ", show_progress=show_progress)
-        chosen_rows = gathered["row"].long()
-        positions = target_positions(lists[chosen_rows], part.inter_feat[part.iid_field][chosen_rows])
-        result = evaluator.evaluate(ranking_struct(gathered["score"], positions, max(self.config["topk"])))
-        result["users"] = len(self.rows(eval_data))
-        if answers:
-            result.update(answer_metrics(gathered["choice"].long(), positions))
-        return result
+        frozen encoder scored beside it on the same rows, each batch scored as the run's task says
+        (``Task.evaluate``). ``answers``: False skips a model's greedy answers."""
+        return self.task.evaluate(self, model, eval_data, evaluator, show_progress, answers)
 
     # ---------------------------------------------------------------- the encoder residual and Laser's item matrix
     @torch.inference_mode()
     def residual_parts(self, model, valid_data, show_progress=False):
         """``encoder_residual``: (encoder scores, LLM scores, target positions) of the evaluation users of
         ``valid_data`` over every item or their candidate lists (``model.residual_parts``)."""
-        lists = candidate_lists(self.config, valid_data._dataset) if self.config["task"] == "candidates" else None
+        lists = self.task.candidate_lists(self.config, valid_data._dataset)
 
         def score(interaction, batch_rows):
             batch_lists = None if lists is None else lists[batch_rows].to(self.device)
@@ -210,7 +131,3 @@ class EvaluationLoop:
         model.train(was_training)
         return time.time() - started
 
-
-def answers_in_text(model):
-    """Whether ``model`` also answers a candidate list in text (RSLLM's greedy answer)."""
-    return isinstance(model, LLMRecommender) and model.answers_in_text

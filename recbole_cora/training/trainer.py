@@ -20,7 +20,9 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_cora import checkpoint as ckpt
-from recbole_cora.model.abstract_llm_recommender import NextItemLLMRecommender, place_model
+from recbole_cora.model.abstract_llm_recommender import place_model
+from recbole_cora.model.next_item_llm_recommender import NextItemLLMRecommender
+from recbole_cora.tasks.labeled import row_scores
 from recbole_cora.training.callbacks import ItemMatrix, LearningCurve, TimeEstimate, TrainEvent
 from recbole_cora.training.evaluation import EvaluationLoop
 from recbole_cora.training.resume import ResumableMixin, ResumeStore
@@ -46,6 +48,7 @@ class LLMTrainer(ResumableMixin, Trainer):
         model = place_model(model, self.accelerator.device)  # under device_map the LLM stays where it was put
         super().__init__(config, model)
         self.scheduler = None
+        self.epoch_rows_trained = 0
         self._saved_epoch = None  # the epochs trained by the weights in saved_model_file (saved by this process)
         self._pending_scheduler = self._resume_position = self._resume_rng = None
         self._resumed = self._resumed_finished = False
@@ -99,7 +102,7 @@ class LLMTrainer(ResumableMixin, Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = time.time()
         loss = self.train_one_epoch(train_data, epoch_idx, show_progress)
-        event = TrainEvent(epoch=epoch_idx, rows=len(self.train_rows(train_data, epoch_idx)),
+        event = TrainEvent(epoch=epoch_idx, rows=self.epoch_rows_trained,
                            seconds=time.time() - start, model_file=str(self.saved_model_file))
         for callback in self.callbacks:
             callback.on_epoch_end(event)
@@ -118,6 +121,7 @@ class LLMTrainer(ResumableMixin, Trainer):
     def train_one_epoch(self, train_data, epoch_idx, show_progress=False):
         """One epoch's training steps (from where a resume state left it); returns the mean loss."""
         rows = self.train_rows(train_data, epoch_idx)
+        self.epoch_rows_trained = len(rows)  # the epoch's rows, for the callbacks (TrainEvent.rows)
         self.model.before_epoch(epoch_idx)
         rows, ordered = self.epoch_order(train_data, rows, epoch_idx)
         loader = self.accelerator.prepare(row_loader(train_data, rows, self.config["train_batch_size"],
@@ -252,9 +256,10 @@ class LLMTrainer(ResumableMixin, Trainer):
         """Laser's item matrix with the current weights (``callbacks.ItemMatrix``)."""
         self.item_matrix.compute(show_progress)
 
-    def score_rows(self, model, eval_data, show_progress=False):
-        """``model.predict`` on this trainer's labeled evaluation rows, as a RecBole DataStruct."""
-        return self.evaluation.labeled(model, eval_data, show_progress)
+    def score_rows(self, model, eval_data, show_progress=False, rows=None):
+        """``model.predict`` on this trainer's evaluation rows of ``eval_data`` (``rows``: these), as a RecBole
+        DataStruct (``tasks.labeled.row_scores``)."""
+        return row_scores(self.evaluation, model, eval_data, show_progress, rows)
 
     @torch.inference_mode()
     def fit_residual_gate(self, valid_data, show_progress=False):

@@ -30,7 +30,7 @@ SLOTS = ("user_emb", "item_emb")
 class CoLLM(LabeledLLMRecommender):
     tasks = ("labeled", "candidates")  # on the candidate task: the next-item rows, a CF stage trained on their split
     # Step 2 starts from step 1's best LoRA (the saved step-1 folder), as `collm_stage: 2` with `collm_stage1_dir` does
-    # and CoLLM's code does (it loads a step-1 checkpoint); a loaded run rebuilds exactly that (recbole_cora.inference).
+    # and CoLLM's code does (it loads a step-1 checkpoint); a loaded run rebuilds exactly that (recbole_cora.runs).
     stage_starts_from_best = True
     prompt_templates = {**LabeledLLMRecommender.prompt_templates, "collm_prompt_template": (("target",), ("history",), SLOTS)}
 

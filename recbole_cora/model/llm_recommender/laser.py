@@ -25,7 +25,7 @@ from torch import nn
 from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.llm.loading import execution_device
 from recbole_cora.llm.scoring import hidden_at
-from recbole_cora.model.abstract_llm_recommender import NextItemLLMRecommender
+from recbole_cora.model.next_item_llm_recommender import NextItemLLMRecommender
 from recbole_cora.model.encoders import FrozenSequentialRecommender
 from recbole_cora.model.layers import MFormer, load_balance_loss
 

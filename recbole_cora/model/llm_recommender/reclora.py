@@ -20,6 +20,7 @@ training row, the LLM side from a fixed uniform subset of ``llm_train_samples`` 
 
 import torch
 
+from recbole_cora.data import NextItemDataset
 from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.data.rows import fixed_row_subset
 from recbole_cora.llm import MixtureLoRA
@@ -51,13 +52,14 @@ class RecLoRA(LabeledLLMRecommender):
             self.lora.keys, self.cf_encoder.embedding_size, config["num_meta_loras"], config["gate_hidden_size"],
             config["gate_temperature"], config["gate_dropout"],
         )
-        self.train_row_subset = self.few2many_rows(len(dataset), config["llm_train_samples"], config["seed"])
+        # Few2Many: the fixed sample of training rows the LLM side learns from
+        self.train_row_subset = fixed_row_subset(len(dataset), config["llm_train_samples"], config["seed"])
 
     def build_prompts(self, config, dataset):
         """The short history: the LLM sees the ``prompt_history_len`` most recent of the long history's items."""
         # the long history: a labeled dataset's `history_len` items, a sequential one's (the candidate task) RecBole's
         # ID history of MAX_ITEM_LIST_LENGTH
-        option = "MAX_ITEM_LIST_LENGTH" if config["task"] == "candidates" else "history_len"
+        option = "MAX_ITEM_LIST_LENGTH" if isinstance(dataset, NextItemDataset) else "history_len"
         long = int(config[option]) if option == "MAX_ITEM_LIST_LENGTH" else dataset.history_len
         shown = int(config["prompt_history_len"] or long)
         if not 0 < shown <= long:
@@ -77,11 +79,6 @@ class RecLoRA(LabeledLLMRecommender):
 
     def reference_encoder(self):
         return self.cf_encoder
-
-    @staticmethod
-    def few2many_rows(n_rows, samples, seed):
-        """Few2Many: the training rows the LLM side learns from (``fixed_row_subset``)."""
-        return fixed_row_subset(n_rows, samples, seed)
 
     def user_representation(self, interaction):
         """u: the frozen recommender's representation of each sample (DIN: its final hidden state)."""
