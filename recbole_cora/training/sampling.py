@@ -6,6 +6,7 @@ import functools
 import math
 
 import torch
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
 def epoch_rows(config, subset, n_rows, epoch):
@@ -28,15 +29,15 @@ def prompt_lengths(model, data, rows):
 
 
 def length_bucketed(rows, lengths, batch_size, seed, epoch):
-    """``rows`` reordered so that each batch holds prompts of similar length (less padding): chunks of 50
-    batches of the shuffled rows are sorted by length and cut into batches, whose order is shuffled."""
+    """``rows`` reordered so that each batch holds prompts of similar length (less padding): transformers'
+    ``get_length_grouped_indices`` (the rows shuffled, then sorted by length, longest first, within chunks of 50
+    batches), cut into batches; an incomplete batch is dropped (as drop_last) and the batches' order is shuffled, so
+    that an epoch does not step from long prompts to short ones within each chunk."""
     generator = torch.Generator().manual_seed(int(seed) * 7919 + epoch)
-    order = torch.randperm(len(rows), generator=generator).tolist()
-    chunk = 50 * batch_size
-    batches = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start: start + chunk], key=lambda k: lengths[k])
-        batches += [part[b: b + batch_size] for b in range(0, len(part), batch_size)]
+    order = get_length_grouped_indices(lengths, batch_size, mega_batch_mult=50, generator=generator)
+    chunk = 50 * batch_size  # batches are cut within each chunk, as it was sorted
+    batches = [order[start: start + chunk][b: b + batch_size]
+               for start in range(0, len(order), chunk) for b in range(0, min(chunk, len(order) - start), batch_size)]
     batches = [batch for batch in batches if len(batch) == batch_size]  # as drop_last
     shuffled = [batches[k] for k in torch.randperm(len(batches), generator=generator).tolist()]
     return [rows[k] for batch in shuffled for k in batch]
