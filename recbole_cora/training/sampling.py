@@ -88,7 +88,12 @@ def build_scheduler(optimizer, config, learning_rate, total_steps):
     then cosine decay to ``min_learning_rate`` (CoRA's code: 200 steps from 1e-5, cosine to 8e-5). The first
     step trains at ``warmup_start_lr``: transformers' cosine schedule starts the warm-up at 0, which on the
     embedded default's 32 steps spent step 1 on nothing (and left the query generator without a gradient at
-    step 2 too, P being still 0; benchmarks/QUALITY.md)."""
+    step 2 too, P being still 0; benchmarks/QUALITY.md).
+
+    torch's ``LambdaLR`` over the closed form (``warmup_cosine``) rather than ``SequentialLR(LinearLR,
+    CosineAnnealingLR)``: within the planned steps the two agree to 1e-15 (relative), but ``LinearLR`` refuses a
+    warm-up from 0 (``warmup_start_lr: 0``) and ``CosineAnnealingLR`` climbs back up past its last step (on 40 steps
+    of a 32-step plan, 2.5 times the floor at the end) where this schedule stays at the floor."""
     total = max(1, total_steps)
     warmup = int(round(float(config["warmup_ratio"] or 0.0) * total))
     peak = float(learning_rate)
