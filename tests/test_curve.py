@@ -9,16 +9,16 @@ from conftest import SMALL_CORA
 
 
 def test_curve_points_are_the_test_scores_of_those_epochs_and_are_kept_once(tiny_llm, monkeypatch):
-    from recbole_cora.training import LLMTrainer
+    from recbole_cora.training.evaluation import EvaluationLoop
 
-    passes = []  # (model, the data scored) of every scoring pass
-    evaluate_model = LLMTrainer.evaluate_model
+    passes = []  # (model, the data scored) of every scoring pass: all go through the evaluation loop
+    evaluate = EvaluationLoop.evaluate
 
-    def counted(self, model, eval_data, show_progress=False):
+    def counted(self, model, eval_data, *args, **kwargs):
         passes.append((type(model).__name__, id(eval_data)))
-        return evaluate_model(self, model, eval_data, show_progress)
+        return evaluate(self, model, eval_data, *args, **kwargs)
 
-    monkeypatch.setattr(LLMTrainer, "evaluate_model", counted)
+    monkeypatch.setattr(EvaluationLoop, "evaluate", counted)
     options = {**SMALL_CORA, "llm_path": tiny_llm, "train_rows_per_epoch": 32, "eval_rows": 60, "epochs": 2,
                "eval_step": 2, "curve_epochs": [1, 2], "zero_shot_row": False}
     out = run_recbole_cora("CoRA", "ml-100k", config_dict=options)

@@ -137,9 +137,10 @@ class LearningCurve(TrainerCallback):
     training rows seen, this epoch's training seconds, the metrics. ``results``: each point's result as this process
     measured it, which the test pass reuses when the best model is a curve point's weights."""
 
-    def __init__(self, config, model, wrapped, evaluate, logger, is_main_process, item_matrix=None):
+    def __init__(self, config, model, wrapped, evaluation, evaluator, logger, is_main_process, item_matrix=None):
         self.epochs = {int(e) for e in (config["curve_epochs"] or [])}
-        self.model, self.wrapped, self.evaluate, self.logger = model, wrapped, evaluate, logger
+        self.model, self.wrapped, self.logger = model, wrapped, logger
+        self.evaluation, self.evaluator = evaluation, evaluator  # the trainer's EvaluationLoop and RecBole Evaluator
         self.is_main_process, self.item_matrix = is_main_process, item_matrix
         self.data = None
         self.results = {}
@@ -168,7 +169,7 @@ class LearningCurve(TrainerCallback):
             self.item_matrix.ensure()
         residual = getattr(self.model, "residual", None) is not None
         with torch.no_grad(), self.model.llm_score_alone():  # encoder_residual: its LLM's score (no gate yet)
-            result = self.evaluate(self.model, self.data)
+            result = self.evaluation.evaluate(self.model, self.data, self.evaluator)
         self.wrapped.train()
         if not residual:  # a residual model's test pass uses its fitted gate: not this point's score
             self.results[epoch] = result

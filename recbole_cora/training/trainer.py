@@ -67,7 +67,7 @@ class LLMTrainer(ResumableMixin, Trainer):
         self.item_matrix = ItemMatrix(model, self.evaluation, self.logger, accumulation) \
             if isinstance(model, NextItemLLMRecommender) else None  # its head ranks every item by an item matrix
         self.time_estimate = TimeEstimate(self.logger, self.epochs, self.item_matrix)
-        self.curve = LearningCurve(config, model, self.wrapped, self.evaluate_model, self.logger,
+        self.curve = LearningCurve(config, model, self.wrapped, self.evaluation, self.evaluator, self.logger,
                                    self.accelerator.is_main_process, self.item_matrix)
         self.callbacks = [self.time_estimate, *([self.item_matrix] if self.item_matrix else []), self.curve]
         self.logger.info(
