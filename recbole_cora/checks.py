@@ -17,12 +17,17 @@ is built. It collects:
   a second or two), every answer word one token after each template's end and the placeholder token one token.
 """
 
+import difflib
+import functools
 import os
 from logging import getLogger
+from pathlib import Path
 
+import yaml
 from recbole.utils import ModelType
+from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
-from recbole_cora.config import OptionError
+from recbole_cora.config import DATASET_CONFIGS_DIR, PROPERTIES_DIR, OptionError
 from recbole_cora.data.dataset import parse_time
 from recbole_cora.data.prompts import template_problems, template_slots
 from recbole_cora.llm.loading import llm_option_problems, load_tokenizer
@@ -191,6 +196,47 @@ def tokenizer_problems(config, model_class, tokenizer):
     return problems
 
 
+# Options RecBole reads without declaring them in a YAML (its distributed setup), and those its Config derives.
+RECBOLE_RUNTIME_OPTIONS = ("nproc", "offset", "world_size", "ip", "port", "local_rank", "device", "single_spec",
+                           "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "eval_neg_sample_args", "config_files")
+
+
+@functools.lru_cache(maxsize=1)
+def declared_options():
+    """Every option some YAML of RecBole or of this package declares: RecBole's overall, dataset and model
+    properties, the plugin's overall, task, model and preset files, the dataset configs (their ``task_options``
+    too)."""
+    import recbole
+
+    folders = [Path(recbole.__file__).parent / "properties", PROPERTIES_DIR, DATASET_CONFIGS_DIR]
+    keys = set(RECBOLE_RUNTIME_OPTIONS)
+    for arguments in (general_arguments, training_arguments, evaluation_arguments, dataset_arguments):
+        keys |= set(arguments)
+    for folder in folders:
+        for path in folder.rglob("*.yaml"):
+            values = yaml.safe_load(path.read_text()) or {}
+            if isinstance(values, dict):
+                keys |= set(values)
+                for options in (values.get("task_options") or {}).values():
+                    keys |= set(options or {})
+    return frozenset(keys)
+
+
+def unknown_options(config):
+    """``(option, where, suggestion)`` for each option the user gave (YAML files, ``config_dict``, command line) that
+    no option file declares: RecBole takes any key, so a misspelled option would be silently ignored."""
+    sources = (("the config files", config.file_config_dict), ("config_dict", config.variable_config_dict),
+               ("the command line", config.cmd_config_dict))
+    known = declared_options()
+    found = []
+    for where, given in sources:
+        for key in sorted(given or {}):
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+                found.append((key, where, close[0] if close else None))
+    return found
+
+
 def check_run(config, model_class):
     """Raise ``OptionError`` listing every problem found in ``config`` for ``model_class`` without training."""
     problems = list(getattr(config, "problems", []))
@@ -211,4 +257,7 @@ def check_run(config, model_class):
                 problems += tokenizer_problems(config, model_class, tokenizer)
     if problems:
         raise OptionError(problems)
+    for key, where, close in unknown_options(config):
+        getLogger().warning(f"option '{key}' (from {where}) is no option of RecBole or recbole-cora: it is ignored"
+                            + (f"; did you mean '{close}'?" if close else " unless your own model reads it."))
     getLogger().debug("options checked before training: no problem found")

@@ -82,3 +82,21 @@ def test_an_option_with_a_fixed_set_of_values_is_checked_once_for_every_model():
         Config("LightGCN", "ml-100k", config_dict={**QUIET, "length_bucketing": "train"})
     with pytest.raises(ValueError, match=r"answer_score 'yes'.*history_tie_order 'time'"):
         Config("CoRA", "ml-100k", config_dict={**QUIET, "answer_score": "yes", "history_tie_order": "time"})
+
+
+def test_a_misspelled_option_is_named_with_the_option_it_resembles(caplog):
+    import logging
+
+    from recbole_cora.checks import check_run, unknown_options
+
+    config = Config("LightGCN", "ml-100k", config_dict={"state": "ERROR", "learning_rat": 0.01, "n_layers": 2},
+                    cmd_args=["--embeding_size=32"], check=False)
+    assert unknown_options(config) == [("learning_rat", "config_dict", "learning_rate"),
+                                       ("embeding_size", "the command line", "embedding_size")]
+    with caplog.at_level(logging.WARNING):
+        check_run(config, get_model("LightGCN"))
+    assert "option 'learning_rat' (from config_dict) is no option of RecBole or recbole-cora: it is ignored; did you " \
+           "mean 'learning_rate'?" in caplog.text
+    # every option the plugin's files, RecBole's and the examples use is known
+    assert unknown_options(Config("CoRA", "ml-100k", config_dict={"state": "ERROR", "cf_stage_dir": None,
+                                                                  "world_size": 1}, check=False)) == []
