@@ -43,3 +43,16 @@ def test_the_command_line_help_carries_none_either():
     text = subprocess.run([sys.executable, str(ROOT / "run_recbole_cora.py"), "--help"], capture_output=True,
                           text=True, check=True).stdout
     assert findings("--help", text) == []
+
+
+def test_the_citation_file_cites_every_paper_a_model_implements():
+    import yaml
+
+    cited = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    ids = {identifier["value"] for reference in cited["references"] for identifier in reference.get("identifiers", [])}
+    readme = (ROOT / "README.md").read_text()
+    for path in sorted((ROOT / "recbole_cora" / "model" / "llm_recommender").glob("*.py")):
+        for number in re.findall(r"arXiv:(\d{4}\.\d{4,5})", path.read_text()):
+            assert f"arXiv:{number}" in ids, (path.name, number)
+            assert f"https://arxiv.org/abs/{number}" in readme, (path.name, number)
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License") and cited["license"] == "MIT"

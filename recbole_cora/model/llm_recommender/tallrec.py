@@ -2,7 +2,8 @@ r"""TALLRec: LoRA-tuning the LLM on a text prompt.
 
 Reference:
     Keqin Bao, Jizhi Zhang, Yang Zhang, Wenjie Wang, Fuli Feng and Xiangnan He. "TALLRec: An Effective
-    and Efficient Tuning Framework to Align Large Language Model with Recommendation." RecSys 2023.
+    and Efficient Tuning Framework to Align Large Language Model with Recommendation." RecSys 2023
+    (arXiv:2305.00447).
 
 Reference code:
     https://github.com/SAI990323/TALLRec
