@@ -205,13 +205,23 @@ def test_a_next_item_run_recommends_after_the_user_s_whole_sequence(tmp_path):
     assert not {run.dataset.field2token_id["item_id"][r["item"]] for r in rows} & seen
 
 
-def test_the_readme_example_runs(cora_run):
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Using a trained run"):]
+def _python_example(path, heading, placeholder, results_dir):
+    """The first ```python block after ``heading`` in ``path``, with the run's folder in place of ``placeholder``."""
+    text = (ROOT / path).read_text()
+    section = text[text.index(heading):]
     code = section[section.index("```python\n") + 10: section.index("```\n", section.index("```python\n") + 10)]
-    code = code.replace('"results/CoRA-ml-100k-..."', repr(cora_run["results_dir"]))
+    assert placeholder in code
+    return code.replace(f'"{placeholder}"', repr(results_dir))
+
+
+def test_the_readme_and_docs_examples_run(cora_run):
     namespace = {}
+    code = _python_example("README.md", "## Using a trained run", "results/CoRA-ml-100k-<time>", cora_run["results_dir"])
     exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["run"].kind == "llm"
+    namespace = {}
+    code = _python_example("docs/inference.md", "# Using a trained run", "results/CoRA-ml-100k-...", cora_run["results_dir"])
+    exec(compile(code, "docs/inference.md", "exec"), namespace)
     assert namespace["config"]["model"] == "CoRA" and namespace["run"].kind == "llm"
 
 
