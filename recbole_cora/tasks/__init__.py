@@ -27,7 +27,8 @@ def get_task(config_or_name):
 
 
 def task_names():
-    return list(TASKS)
+    """The tasks' names, sorted (as messages list them)."""
+    return sorted(TASKS)
 
 
 def results_task(results):
