@@ -17,7 +17,7 @@
     python run_recbole_cora.py --compare LightGCN,MF,CoRA --tune_budget 8   # each tuned with 8 trials first
 
     python run_recbole_cora.py --predict saved/CoRA-<time> --pairs pairs.tsv      # scores.tsv: a probability per pair
-    python run_recbole_cora.py --recommend saved/CoRA-<time> --users 196,186 --topk 10
+    python run_recbole_cora.py --recommend saved/CoRA-<time> --users 196,186 --topk 10 --pool 50
 
     python run_recbole_cora.py --trust_checkpoint saved/LightGCN-<time>.pth    # convert a .pth you trust (once)
 
@@ -25,8 +25,10 @@ A params file is RecBole's (`run_hyper.py`): one `name kind values` a line, kind
 loguniform; trials are chosen on the task's valid_metric and only the best one's test result is reported
 (docs/tuning.md).
 
-Options other than --model, --dataset, --task, --config_files, --resume, --compare, --compare_dir and the --tune
-flags are RecBole-style --key=value overrides. recbole-cora never unpickles a file: RecBole's .pth files are read through the
+Options other than --model, --dataset, --task, --config_files, --resume, --compare, --compare_dir, the --tune flags
+and those of a saved run (--predict, --pairs, --recommend, --users, --topk, --pool, --out, --trust_checkpoint) are
+RecBole-style --key=value overrides: every one, with its default, is in docs/options.md; `model_options: {CoRA:
+{epochs: 1}}` in a YAML gives one model of a comparison its own. recbole-cora never unpickles a file: RecBole's .pth files are read through the
 safetensors + JSON pair written beside them, or weights-only; --trust_checkpoint converts one you vouch for.
 """
 
@@ -84,9 +86,11 @@ def main(argv=None):
     parser.add_argument("--pairs", default=None, help="user<TAB>item[<TAB>time] per line (with --predict)")
     parser.add_argument("--recommend", default=None, metavar="RUN", help="the top --topk items of --users from a saved run")
     parser.add_argument("--users", default=None, help="comma-separated user tokens (with --recommend)")
-    parser.add_argument("--topk", type=int, default=10)
-    parser.add_argument("--candidates", type=int, default=50,
-                        help="a labeled LLM model re-ranks this many of its CF encoder's best items (with --recommend)")
+    parser.add_argument("--topk", type=int, default=10, help="items recommended per user (with --recommend)")
+    parser.add_argument("--pool", "--candidates", dest="pool", type=int, default=50,
+                        help="the items a recommendation is chosen among (with --recommend): a labeled LLM model "
+                             "re-ranks this many of its CF encoder's best items, a candidate-task model ranks a list "
+                             "of this many (--candidates is the older name)")
     parser.add_argument("--out", default=None, help="the file --predict / --recommend writes (scores.tsv, recommendations.tsv)")
     parser.add_argument("--trust_checkpoint", default=None, metavar="FILE",
                         help="unpickle this one .pth (RecBole's, or an older recbole-cora's) because you trust where it "
@@ -184,8 +188,8 @@ def check_use_args(args):
             problems.append("--recommend needs --users u1,u2,... (user tokens of the dataset).")
         if args.topk < 1:
             problems.append(f"--topk {args.topk}: give how many items to recommend, 1 or more.")
-        if args.candidates < 1:
-            problems.append(f"--candidates {args.candidates}: give how many items the CF encoder proposes, 1 or more.")
+        if args.pool < 1:
+            problems.append(f"--pool {args.pool}: give how many items a recommendation is chosen among, 1 or more.")
     if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         problems.append(f"--out '{args.out}': its folder does not exist.")
     return problems
@@ -223,7 +227,7 @@ def use_run(args, overrides):
             raise RunLoadError("--recommend needs --users u1,u2,... (user tokens of the dataset).")
         run = load_run(args.recommend, **options)
         users = [u.strip() for u in args.users.split(",") if u.strip()]
-        rows = run.recommend(users, k=args.topk, candidates=args.candidates, show_progress=True)
+        rows = run.recommend(users, k=args.topk, candidates=args.pool, show_progress=True)
         if int(os.environ.get("RANK", "0")) != 0:
             return 0
         out = args.out or "recommendations.tsv"

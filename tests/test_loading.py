@@ -396,9 +396,9 @@ def test_inference_flags_are_checked_before_anything_loads(tmp_path, capsys):
     assert cli.main(["--recommend", missing, "--users", "1", "--topk", "-3"]) == 2
     err = capsys.readouterr().err
     assert "--topk -3" in err and "is not a saved run" not in err  # refused before the run is looked at
-    assert cli.main(["--recommend", missing, "--users", " , ", "--candidates", "0"]) == 2
+    assert cli.main(["--recommend", missing, "--users", " , ", "--pool", "0"]) == 2
     err = capsys.readouterr().err
-    assert "--recommend needs --users" in err and "--candidates 0" in err
+    assert "--recommend needs --users" in err and "--pool 0" in err
     assert cli.main(["--predict", missing, "--pairs", str(tmp_path / "none.tsv")]) == 2
     assert "--pairs" in capsys.readouterr().err
     assert cli.main(["--predict", missing, "--recommend", missing, "--pairs", "x"]) == 2
