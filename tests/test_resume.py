@@ -172,10 +172,23 @@ def test_resume_refuses_a_state_made_on_other_data(tmp_path, tiny_llm):
     state_file = ckpt.latest_state(resume_dir) / "state.json"
     state = json.loads(state_file.read_text())
     assert state["split_fingerprint"] and state["finished"]
+    fingerprint = state["split_fingerprint"]
     state["split_fingerprint"] = "0123456789ab"  # as if the .inter file had changed since
     state_file.write_text(json.dumps(state))
     with pytest.raises(ckpt.CheckpointError, match="another split of the data .*0123456789ab"):
         run_recbole_cora("CoRA", "ml-100k", config_dict={**options, "resume": "latest"})
+    state.update(split_fingerprint=fingerprint, processes=2)  # as if saved by a run of two processes
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ckpt.CheckpointError, match=r"was saved by 2 process\(es\); this run has 1. Resume with the same"):
+        run_recbole_cora("CoRA", "ml-100k", config_dict={**options, "resume": "latest"})
+
+
+def test_resume_of_a_recbole_model_says_it_resumes_llm_models_only():
+    from recbole_cora import run_recbole_cora
+
+    with pytest.raises(ValueError, match="--resume continues LLM recommenders .* LightGCN is a RecBole model: run it "
+                                         "again without --resume"):
+        run_recbole_cora("LightGCN", "ml-100k", config_dict={"state": "ERROR", "resume": "latest", "epochs": 1})
 
 
 def test_a_next_item_run_killed_mid_epoch_resumes_to_the_same_metrics_and_weights(tmp_path, tiny_llm):
