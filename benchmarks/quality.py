@@ -1,7 +1,10 @@
-"""Learning curves of the labeled LLM models on a real LLM, next to RecBole's baselines on the same split and rows.
+"""Learning curves of the LLM models on a real LLM, next to RecBole's baselines on the same split and rows, for each
+task: labeled (AUC), next_item (Recall@10, NDCG@10 over all items) and candidates (NDCG@10, Hit@1 over the lists).
 
     python benchmarks/quality.py                              # ML-1M (CoLLM's protocol), SmolLM2-135M: everything
     python benchmarks/quality.py --models ZeroShot,CoRA-LightGCN --curve 1,4
+    python benchmarks/quality.py --task next_item --dataset ml-100k --eval_rows 1000 --out benchmarks/quality/ml-100k-next-item
+    python benchmarks/quality.py --task candidates --dataset ml-100k --eval_rows 1000 --out benchmarks/quality/ml-100k-candidates
     python benchmarks/quality.py --report                     # only rebuild the tables and the plot
     python benchmarks/quality.py --report --out DIR --rows_from benchmarks/quality/ml-1m   # baselines of another run
     python benchmarks/quality.py --answer_score=yes_logit     # other --key=value: options of every trained LLM model
@@ -43,7 +46,28 @@ VARIANTS = {
     "DIN": ("DIN", {}),
     "SASRec": ("SASRec", {"task": "labeled"}),  # the next positive after the history of positives, scored per row
 }
-LLM_MODELS = {"ZeroShot", "CoRA", "TALLRec", "CoLLM", "RecLoRA"}
+# The ranking tasks' rows: name -> (model, options). Laser and RSLLM keep the encoder residual (the default), so their
+# curve points are the LLM's own score (what training moves: the gate is fitted after it) and their final row the
+# fused score.
+RANKING_VARIANTS = {
+    "next_item": {
+        "Laser": ("Laser", {}),
+        "SASRec": ("SASRec", {}),
+        "BERT4Rec": ("BERT4Rec", {}),
+        "GRU4Rec": ("GRU4Rec", {}),
+    },
+    "candidates": {
+        "RSLLM": ("RSLLM", {"generate_answers": False}),  # greedy answers: the slow half, and not what the curve reads
+        "Laser": ("Laser", {}),
+        "TALLRec": ("TALLRec", {}),
+        "CoRA-LightGCN": ("CoRA", {"cf_model": "LightGCN"}),
+        "SASRec": ("SASRec", {}),
+        "BERT4Rec": ("BERT4Rec", {}),
+    },
+}
+ALL_VARIANTS = {"labeled": VARIANTS, **RANKING_VARIANTS}
+LLM_MODELS = {"ZeroShot", "CoRA", "TALLRec", "CoLLM", "RecLoRA", "Laser", "RSLLM"}
+MULTI_STAGE = {"CoLLM", "Laser", "RSLLM"}  # two training stages that share the budget: half the epochs each
 # The paper's figures (CoRA, Liu et al. 2024, Table 2: Vicuna-7B, ML-1M, AUC / UAUC)
 PAPER = {
     "MF": (0.6486, 0.6396), "LightGCN": (0.5858, 0.6512), "SASRec": (0.7005, 0.6734), "ZeroShot": (0.5119, 0.5178),
@@ -51,11 +75,22 @@ PAPER = {
     "CoRA-LightGCN": (0.7128, 0.6966),
 }
 METRICS = ("auc", "uauc", "warm_auc", "warm_uauc", "cold_auc", "cold_uauc")
+# task -> (the table's metric columns (key, title), the metrics plotted, the count of test rows or users)
+TASK_COLUMNS = {
+    "labeled": (tuple(zip(METRICS, ("AUC", "UAUC", "warm AUC", "warm UAUC", "cold AUC", "cold UAUC"))),
+                (("auc", "all test rows"), ("warm_auc", "warm"), ("cold_auc", "cold")), ("rows", "test rows")),
+    "next_item": ((("recall@10", "Recall@10"), ("ndcg@10", "NDCG@10"), ("recall@20", "Recall@20"), ("ndcg@20", "NDCG@20")),
+                  (("recall@10", "Recall@10"), ("ndcg@10", "NDCG@10")), ("users", "test users")),
+    "candidates": ((("ndcg@10", "NDCG@10"), ("hit@1", "Hit@1"), ("hit@5", "Hit@5"), ("ndcg@5", "NDCG@5")),
+                   (("ndcg@10", "NDCG@10"), ("hit@1", "Hit@1")), ("users", "test users")),
+}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--task", default="labeled", choices=sorted(ALL_VARIANTS))
+    parser.add_argument("--models", default=None, help="comma-separated rows of the task's study (default: all of them: "
+                        + "; ".join(f"{task}: {', '.join(v)}" for task, v in ALL_VARIANTS.items()) + ")")
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--data_path", default=str(ROOT.parent / "shared" / "datasets"))
     parser.add_argument("--llm_path", default="smollm2-135m-instruct")
@@ -69,18 +104,22 @@ def parse_args(argv=None):
                         help="another --out folder: the report takes a model that has no run in --out from there "
                              "(RecBole's baselines run on another machine, say); the table names each row's folder")
     args, args.set = parser.parse_known_args(argv)  # any other --key=value goes to every trained LLM model
+    args.variants = ALL_VARIANTS[args.task]
+    args.models = args.models or ",".join(args.variants)
     return args
 
 
 def command(args, name):
-    model, options = VARIANTS[name]
+    model, options = args.variants[name]
     curve = [int(c) for c in args.curve.split(",")]
     out, work = Path(args.out).resolve(), Path(args.work).resolve()
     options = {
-        **options, "dataset": args.dataset, "data_path": args.data_path, "eval_rows": args.eval_rows,
+        "task": args.task, **options, "dataset": args.dataset, "eval_rows": args.eval_rows,
         "checkpoint_dir": str(work / "saved" / name), "results_dir": str(out / "runs" / name),
         "cf_checkpoint_dir": str(work / "saved" / "stages"), "show_progress": True,
     }
+    if (Path(args.data_path) / args.dataset).is_dir():  # else RecBole's own copy (ml-100k ships in its wheel)
+        options["data_path"] = args.data_path
     if model in LLM_MODELS:
         options.update({"llm_path": args.llm_path, "llm_cache_dir": str(work / "llm_cache"),
                         "token_cache_dir": str(work / "token_cache")})
@@ -88,7 +127,7 @@ def command(args, name):
             epochs = max(curve)
             options.update({"train_rows_per_epoch": args.rows_per_epoch, "curve_epochs": json.dumps(curve),
                             "eval_step": 0, "zero_shot_row": False})
-            if model == "CoLLM":  # its two steps share the budget: half the epochs each
+            if model in MULTI_STAGE:  # its two steps share the budget: half the epochs each
                 options.update({"stage1_epochs": max(1, epochs // 2), "stage2_epochs": max(1, epochs // 2),
                                 "curve_epochs": json.dumps([max(1, c // 2) for c in curve])})
             else:
@@ -140,7 +179,7 @@ def collect(args, names):
     rows = []
     for name in names:
         folder = finished(args, name, elsewhere=True)
-        model = VARIANTS[name][0]
+        model = args.variants[name][0]
         where = folder.parents[2].name if folder is not None else Path(args.out).name
         if folder is None:
             points = sorted(Path(args.work, "saved", name).glob("*.curve.jsonl"))  # an unfinished run's curve so far
@@ -157,7 +196,7 @@ def collect(args, names):
                 points = list(csv.DictReader(f))
             offset = 0
             for point in points:
-                if model == "CoLLM" and point.get("stage") == "2":  # step 2's rows come after step 1's
+                if model in MULTI_STAGE and point.get("stage") == "2":  # step 2's rows come after step 1's
                     offset = max(int(p["train_rows"]) for p in points if p.get("stage") == "1")
                 rows.append({"model": name, **{k: _number(v) for k, v in point.items()},
                              "budget": int(point["train_rows"]) + offset, "status": "curve", "run_in": where})
@@ -177,25 +216,30 @@ def report(args, names):
     rows = collect(args, names)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    header = ["model", "training rows", "AUC", "UAUC", "warm AUC", "warm UAUC", "cold AUC", "cold UAUC", "test rows",
-              "train s (epoch)", "run in", "paper AUC / UAUC"]
+    columns, _, (count, count_title) = TASK_COLUMNS[args.task]
+    header = ["model", "training rows", *(title for _, title in columns), count_title, "train s (epoch)", "run in"]
+    header += ["paper AUC / UAUC"] if args.task == "labeled" else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        paper = PAPER.get(row["model"])
+        paper = PAPER.get(row["model"]) if args.task == "labeled" else None
         cells = [row["model"], str(row["budget"]) + (" (running)" if row["status"] == "running" else "")]
-        cells += [_fmt(row.get(m)) for m in METRICS] + [_fmt(row.get("rows"), 0)]
+        if row.get("score"):  # an encoder-residual model's curve point: its LLM's score alone
+            cells[1] += f" ({row['score']})"
+        cells += [_fmt(row.get(m)) for m, _ in columns] + [_fmt(row.get(count), 0)]
         cells += [_fmt(row.get("epoch_train_seconds", row.get("train_seconds")), 0)]
         cells += [row["run_in"]]
-        cells += [f"{paper[0]:.4f} / {paper[1]:.4f}" if paper and row["status"] == "final" else ""]
+        if args.task == "labeled":
+            cells += [f"{paper[0]:.4f} / {paper[1]:.4f}" if paper and row["status"] == "final" else ""]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "quality.md").write_text(text)
     with open(out / "quality.csv", "w", newline="") as f:
-        fields = ["model", "budget", "status"] + list(METRICS) + ["rows", "epoch_train_seconds", "train_seconds", "run_in"]
+        fields = ["model", "budget", "status", "score"] + [m for m, _ in columns] + [count, "epoch_train_seconds",
+                                                                                   "train_seconds", "run_in"]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, out / "quality.png")
+    plot(rows, out / "quality.png", TASK_COLUMNS[args.task][1])
     print(text)
 
 
@@ -215,7 +259,7 @@ def colour_map(names):
     return colours
 
 
-def plot(rows, path):
+def plot(rows, path, panels=TASK_COLUMNS["labeled"][1]):
     try:
         import matplotlib
     except ImportError:
@@ -223,8 +267,8 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
-    for ax, (metric, title) in zip(axes, (("auc", "all test rows"), ("warm_auc", "warm"), ("cold_auc", "cold"))):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), sharey=True)
+    for ax, (metric, title) in zip(axes, panels):
         names = list(dict.fromkeys(r["model"] for r in rows))
         colours = colour_map(names)
         for name in names:
@@ -236,9 +280,10 @@ def plot(rows, path):
                         color=colour)
             elif flat and flat[0].get(metric) is not None:
                 ax.axhline(flat[0][metric], linestyle="--", linewidth=1, label=f"{name} (final)", color=colour)
-        ax.set(xscale="log", xlabel="training rows seen", title=f"test AUC, {title}")
+        ax.set(xscale="log", xlabel="training rows seen", title=f"test AUC, {title}" if metric.endswith("auc") else
+               f"test {title}")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("AUC")
+    axes[0].set_ylabel("AUC" if panels[0][0].endswith("auc") else "metric over the test users")
     axes[-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -259,9 +304,9 @@ def _fmt(value, digits=4):
 def main(argv=None):
     args = parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if n not in args.variants]
     if unknown:
-        raise SystemExit(f"unknown --models {unknown}: choose from {', '.join(VARIANTS)}")
+        raise SystemExit(f"unknown --models {unknown} for --task {args.task}: choose from {', '.join(args.variants)}")
     if not args.report:
         for name in names:
             if finished(args, name):
