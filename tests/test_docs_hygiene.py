@@ -56,3 +56,11 @@ def test_the_citation_file_cites_every_paper_a_model_implements():
             assert f"arXiv:{number}" in ids, (path.name, number)
             assert f"https://arxiv.org/abs/{number}" in readme, (path.name, number)
     assert (ROOT / "LICENSE").read_text().startswith("MIT License") and cited["license"] == "MIT"
+
+
+def test_every_figure_of_the_readme_s_model_table_is_one_of_the_measured_results():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Models"):readme.index("## Your own data")]
+    measured = (ROOT / "benchmarks" / "QUALITY.md").read_text()
+    figures = re.findall(r"\b0\.\d{4}\b", table)
+    assert len(figures) >= 10 and [f for f in figures if f not in measured] == []
