@@ -8,8 +8,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "recbole_cora"
 
 
-def module_imports():
-    """{module: the package's modules it imports at module level}."""
+def module_imports(inside_functions=False):
+    """{module: the package's modules it imports at module level (``inside_functions``: anywhere)}."""
     names = {}
     for path in PACKAGE.rglob("*.py"):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -17,7 +17,8 @@ def module_imports():
     graph = {}
     for name, path in names.items():
         found = set()
-        for node in ast.parse(path.read_text()).body:
+        tree = ast.parse(path.read_text())
+        for node in (ast.walk(tree) if inside_functions else tree.body):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("recbole_cora"):
                 found.add(node.module)
                 found |= {f"{node.module}.{alias.name}" for alias in node.names}
@@ -64,6 +65,12 @@ def test_module_level_imports_form_no_cycle():
     assert cycles(graph) == []
 
 
+def test_imports_inside_functions_form_no_cycle_either():
+    # the layers run one way: the pipeline and runs -> training -> tasks -> models and data; a function-level
+    # import that went back up would hide a cycle from the test above
+    assert cycles(module_imports(inside_functions=True)) == []
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
@@ -74,3 +81,17 @@ def test_importing_the_package_loads_no_pipeline_until_it_is_used():
             "from recbole_cora import run_recbole_cora; print(run_recbole_cora.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "recbole_cora.quick_start", out
+
+
+def test_dependencies_run_one_way():
+    graph = module_imports(inside_functions=True)
+    above = {  # a layer never imports these (anywhere in its modules)
+        "recbole_cora.model": ("recbole_cora.tasks", "recbole_cora.training", "recbole_cora.runs", "recbole_cora.config",
+                               "recbole_cora.quick_start", "recbole_cora.stages"),
+        "recbole_cora.tasks": ("recbole_cora.training", "recbole_cora.runs", "recbole_cora.quick_start",
+                               "recbole_cora.stages"),
+        "recbole_cora.training": ("recbole_cora.runs", "recbole_cora.quick_start", "recbole_cora.stages"),
+    }
+    wrong = sorted((module, other) for module, imports in graph.items() for layer, forbidden in above.items()
+                   if module.startswith(layer) for other in imports if other.startswith(forbidden))
+    assert wrong == []
