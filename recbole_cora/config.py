@@ -57,6 +57,7 @@ def model_tasks(model_class):
 CHOICES = {
     "length_bucketing": ("none", "eval", "train_and_eval"),
     "answer_score": ("yes_logit", "yes_minus_no"),
+    "answer_head": ("frozen", "trainable"),
     "history_tie_order": ("file", "item_first_seen", "exclude"),
     "llm_dtype": ("float32", "bfloat16", "float16"),
     "llm_init": ("pretrained", "random"),

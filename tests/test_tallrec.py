@@ -18,7 +18,8 @@ def build(tiny_llm, **extra):
 
 
 def test_tallrec_trains_only_lora_and_starts_as_the_frozen_llm(tiny_llm):
-    config, model, (train, valid, _) = build(tiny_llm, train_rows_per_epoch=64, eval_rows=64)
+    # the paper's form: the LLM's own head is read (answer_head: frozen)
+    config, model, (train, valid, _) = build(tiny_llm, train_rows_per_epoch=64, eval_rows=64, answer_head="frozen")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_A" in n or "lora_B" in n for n in trainable)
     assert {n.split(".")[-4] for n in trainable} == {"q_proj", "v_proj"}  # ...q_proj.lora_A.default.weight
@@ -50,7 +51,7 @@ def test_peft_lora_on_layers_offloaded_to_disk_is_made_where_they_run(tiny_llm, 
 def test_the_reference_loss_is_the_language_model_loss_over_prompt_answer_and_end_token(tiny_llm):
     # answer_loss: lm (TALLRec's reference code, train_on_inputs): every token of "prompt + answer word + end token"
     # is predicted from the ones before it, over the whole vocabulary, the mean over the batch's tokens
-    _, model, (train, _, _) = build(tiny_llm, answer_loss="lm")
+    _, model, (train, _, _) = build(tiny_llm, answer_loss="lm", answer_head="frozen")
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -113,3 +114,51 @@ def test_the_plan_says_the_few_shot_sample_is_fixed_and_counts_accumulated_steps
     line = next(line for line in describe_plan(config, splits[0]._dataset, splits, TALLRec) if "  train " in line)
     assert "a fixed sample of 48 of the" in line and "drawn anew" not in line, line
     assert "1 steps of 32 (16 x 2 accumulated) rows per epoch" in line, line
+
+
+def test_the_trainable_answer_head_starts_at_zero_learns_beside_lora_and_is_not_in_the_zero_shot_row(tiny_llm):
+    # answer_head: trainable (TALLRec's default, ours): the answer rows of the output head get a zero-initialised
+    # update W h + b; before training the scores are the paper's form's, after it the update has moved and is saved
+    config, model, (train, valid, _) = build(tiny_llm, train_rows_per_epoch=64, eval_rows=64, learning_rate=1e-2)
+    assert config["answer_head"] == "trainable"
+    _, paper, _ = build(tiny_llm, answer_head="frozen")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"answer_head.weight", "answer_head.bias"} <= trainable
+    assert all("lora_" in n for n in trainable - {"answer_head.weight", "answer_head.bias"})
+    assert model.answer_head.weight.shape == (2, model.d_model)
+    batch = train.collate_fn(list(range(8)))
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    paper.load_state_dict({n: t for n, t in model.trainable_state_dict().items() if "lora_" in n}, strict=False)
+    model.eval(), paper.eval()
+    with torch.no_grad():
+        assert torch.equal(model.forward(batch), paper.forward(batch))  # a zero update
+    trainer = get_trainer(config["MODEL_TYPE"], "TALLRec", config)(config, model)
+    trainer.fit(train, valid)
+    saved = model.trainable_state_dict()
+    assert saved["answer_head.weight"].abs().sum() > 0 and saved["answer_head.bias"].abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        trained = model.forward(batch)
+        with model.zero_shot(), paper.zero_shot():
+            assert torch.equal(model.forward(batch), paper.forward(batch))  # the frozen LLM alone: no update
+        paper.load_state_dict({n: t for n, t in saved.items() if "lora_" in n}, strict=False)
+        head = model.answer_head(model_last_hidden(model, batch))
+        assert torch.allclose(trained, paper.forward(batch) + head[:, 0] - head[:, 1], atol=1e-5)
+
+
+def model_last_hidden(model, batch):
+    input_ids, attention_mask = model.prompts.batch(batch, "cpu")
+    with model.adapted(batch):
+        hidden = model.llm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return hidden[torch.arange(len(hidden)), attention_mask.sum(1) - 1]
+
+
+def test_the_language_model_loss_with_a_trainable_answer_head_is_refused_before_training(tiny_llm):
+    import pytest
+
+    from recbole_cora.checks import OptionError, check_run
+
+    config = Config("TALLRec", "ml-100k", config_dict={**SMALL_CORA, "llm_path": tiny_llm, "answer_loss": "lm"},
+                    check=False)
+    with pytest.raises(OptionError, match="`answer_head: trainable` would never get a gradient"):
+        check_run(config, TALLRec)

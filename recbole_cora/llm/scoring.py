@@ -9,6 +9,7 @@ import functools
 import inspect
 
 import torch
+from torch import nn
 
 
 def answer_token_ids(tokenizer, words=("Yes", "No"), after="#Answer:"):
@@ -38,18 +39,26 @@ def answer_token_ids(tokenizer, words=("Yes", "No"), after="#Answer:"):
     return ids
 
 
-def last_position_answer_logits(llm, input_ids, attention_mask, answer_ids, inputs_embeds=None):
+def last_position_answer_logits(llm, input_ids, attention_mask, answer_ids, inputs_embeds=None, update=None):
     """Logits of the answer tokens at each row's last real position (rows are right-padded).
 
     Returns a (batch, len(answer_ids)) tensor. The decoder runs without a KV cache. Give either
-    ``input_ids`` or ``inputs_embeds`` (CoLLM replaces some input embeddings)."""
+    ``input_ids`` or ``inputs_embeds`` (CoLLM replaces some input embeddings). ``update``: an ``AnswerHeadUpdate``
+    whose output is added to the answer rows' logits (``answer_head: trainable``)."""
     trunk = llm.get_decoder()
     hidden = trunk(
         input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
     ).last_hidden_state
     last = attention_mask.sum(dim=1) - 1
     final = hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)]
-    head = llm.get_output_embeddings()
+    logits = _answer_rows(llm.get_output_embeddings(), final, answer_ids)
+    if update is not None:
+        logits = logits + update(final).to(logits.device)
+    return logits
+
+
+def _answer_rows(head, final, answer_ids):
+    """The output head's logits of ``answer_ids`` for the hidden states ``final``, in float32."""
     if head.weight.device.type == "meta":  # an offloaded head (device_map): its own forward brings its weights in
         logits = head(final.unsqueeze(1))[:, 0]
         return logits.index_select(-1, torch.as_tensor(answer_ids, device=logits.device)).float()
@@ -58,6 +67,23 @@ def last_position_answer_logits(llm, input_ids, attention_mask, answer_ids, inpu
     if getattr(head, "bias", None) is not None:
         logits = logits + head.bias.index_select(0, index)
     return logits.float()
+
+
+class AnswerHeadUpdate(nn.Module):
+    """``answer_head: trainable`` (ours): a trainable update of the output head's answer rows, W_a h + b added to the
+    frozen head's answer logits at the last position. Zero at the start, so the untrained model scores as before.
+    The Yes - No score is a linear read-out of the last hidden state along the frozen direction w_Yes - w_No; with
+    this update the direction itself learns (2 x (d + 1) parameters), which a linear probe of the frozen features
+    shows matters on ML-1M (benchmarks/QUALITY.md). Float32 whatever the LLM's dtype."""
+
+    def __init__(self, d_model, n_answers=2):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n_answers, d_model))
+        self.bias = nn.Parameter(torch.zeros(n_answers))
+
+    def forward(self, final):
+        final = final.to(device=self.weight.device, dtype=torch.float32)
+        return final @ self.weight.t() + self.bias
 
 
 class AnswerScorer:
@@ -70,8 +96,8 @@ class AnswerScorer:
         self.answer_ids = answer_token_ids(tokenizer, words, after=prompt_end)
         self.mode = config["answer_score"] or "yes_minus_no"  # its values are checked with the config (config.CHOICES)
 
-    def __call__(self, llm, input_ids, attention_mask, inputs_embeds=None):
-        logits = last_position_answer_logits(llm, input_ids, attention_mask, self.answer_ids, inputs_embeds)
+    def __call__(self, llm, input_ids, attention_mask, inputs_embeds=None, update=None):
+        logits = last_position_answer_logits(llm, input_ids, attention_mask, self.answer_ids, inputs_embeds, update)
         return logits[:, 0] if self.mode == "yes_logit" else logits[:, 0] - logits[:, 1]
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from recbole_cora.data.candidates import pair_scores, scores_at
 from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.llm import AnswerScorer, execution_device, load_llm
+from recbole_cora.llm.scoring import AnswerHeadUpdate
 from recbole_cora.model.layers import EncoderResidual
 
 
@@ -221,6 +222,9 @@ class LabeledLLMRecommender(LLMRecommender):
         self.LABEL = config["LABEL_FIELD"]
         self.prompts = self.build_prompts(config, dataset)
         self.scorer = AnswerScorer(self.llm, self.tokenizer, config, self.prompts.prompt_end)
+        # ``answer_head: trainable``: the answer rows of the output head learn (zero update at the start)
+        trainable_head = (config["answer_head"] or "frozen") == "trainable"
+        self.answer_head = AnswerHeadUpdate(self.d_model, len(self.scorer.answer_ids)) if trainable_head else None
         self.loss = nn.BCEWithLogitsLoss()
         self.in_zero_shot = False
         self.score_batch_size = int(config["eval_batch_size"])
@@ -263,10 +267,14 @@ class LabeledLLMRecommender(LLMRecommender):
         device = execution_device(self.llm.get_input_embeddings())
         input_ids, attention_mask = self.prompts.batch(interaction, device)
         with contextlib.nullcontext() if self.in_zero_shot else self.adapted(interaction):
-            scores = self.scorer(self.llm, input_ids, attention_mask)
+            scores = self.scorer(self.llm, input_ids, attention_mask, update=self.head_update())
         if return_loss:  # the loss goes through forward so that a DDP-wrapped model syncs gradients
             return self.loss(scores, interaction[self.LABEL].to(scores.device).float())
         return scores
+
+    def head_update(self):
+        """What is added to the answer logits: the trained answer rows' update, none zero-shot (the frozen LLM)."""
+        return None if self.in_zero_shot else self.answer_head
 
     def calculate_loss(self, interaction):
         return self.forward(interaction, return_loss=True)

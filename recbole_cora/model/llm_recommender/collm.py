@@ -71,7 +71,8 @@ class CoLLM(LabeledLLMRecommender):
         return list(self.stages)
 
     def set_stage(self, stage):
-        """Step 1: LoRA trains on the text prompt. Step 2: LoRA frozen, the mapping trains, CF prompt."""
+        """Step 1: LoRA (and a trainable answer head) trains on the text prompt. Step 2: they are frozen, the mapping
+        trains, CF prompt."""
         if stage not in (1, 2):
             raise ValueError(f"collm_stage {stage}: use 1, 2 or both.")
         self.stage = stage
@@ -79,6 +80,8 @@ class CoLLM(LabeledLLMRecommender):
             parameter.requires_grad = stage == 1 and is_lora(name)
         for parameter in self.mapping.parameters():
             parameter.requires_grad = stage == 2
+        if self.answer_head is not None:  # ``answer_head: trainable`` learns with the LoRA of step 1
+            self.answer_head.requires_grad_(stage == 1)
 
     def input_embeddings(self, interaction, input_ids, attention_mask):
         """The prompt's token embeddings with the mapped CF vectors at the placeholder positions."""
@@ -101,7 +104,7 @@ class CoLLM(LabeledLLMRecommender):
         device = execution_device(self.llm.get_input_embeddings())
         input_ids, attention_mask = self.cf_prompts.batch(interaction, device)
         embeds = self.input_embeddings(interaction, input_ids, attention_mask)
-        scores = self.cf_scorer(self.llm, None, attention_mask, inputs_embeds=embeds)
+        scores = self.cf_scorer(self.llm, None, attention_mask, inputs_embeds=embeds, update=self.head_update())
         if return_loss:
             return self.loss(scores, interaction[self.LABEL].to(scores.device).float())
         return scores

@@ -10,7 +10,9 @@ Reference code:
 
 The same text prompt as CoRA (history titles and the target title, no ID tokens); ordinary LoRA from
 peft on q and v (r = 8, alpha = 16, dropout 0.05); only the LoRA weights train; the score is the Yes - No
-logit at the last position.
+logit at the last position. Ours by default (``answer_head: trainable``): the answer words' rows of the output head
+train too (``recbole_cora.llm.scoring.AnswerHeadUpdate``, 2 x (d + 1) parameters, zero at the start); ``frozen``
+is the paper's.
 
 Two losses (``answer_loss``):
 
@@ -32,6 +34,15 @@ class TALLRec(LabeledLLMRecommender):
     # on the candidate task it trains on the next-item rows (and one sampled negative each) and ranks a list by its
     # Yes probability (``candidate_scores``)
     tasks = ("labeled", "candidates")
+
+    @classmethod
+    def option_problems(cls, config):
+        problems = super().option_problems(config)
+        if config["answer_loss"] == "lm" and config["answer_head"] == "trainable":
+            problems.append("answer_loss: lm trains the LLM's own output head through its next-token loss, so "
+                            "`answer_head: trainable` would never get a gradient: set `answer_head: frozen` with it "
+                            "(as properties/presets/tallrec_reference.yaml does), or `answer_loss: bce`.")
+        return problems
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
