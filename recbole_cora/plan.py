@@ -102,6 +102,7 @@ def describe_plan(config, dataset, splits, model_class, stages=()):
             total = epochs
         lines.append(f"  train     at most {epochs} epoch(s) of {sampled}: {_n(steps)} steps of {step_rows} "
                      f"rows per epoch, {_n(steps * total)} in all; learning rate {config['learning_rate']}")
+        lines += model_class.plan_lines(config, train.item_num - 1, steps)
     else:
         lines.append(f"  train     RecBole's trainer: at most {epochs} epochs on {_n(len(train))} train rows, stopping after "
                      f"{config['stopping_step']} evaluations without a better {config['valid_metric']}")

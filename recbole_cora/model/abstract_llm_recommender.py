@@ -73,6 +73,12 @@ class LLMRecommender(AbstractRecommender):
         return []
 
     @classmethod
+    def plan_lines(cls, config, n_items, steps_per_epoch):
+        """Lines the model adds to the run's plan (``recbole_cora.plan``): work beyond the training steps that a
+        first run should budget for, e.g. Laser's item-matrix passes. None by default."""
+        return []
+
+    @classmethod
     def required_stages(cls, config):
         """Pretraining stages this model reads, ``{kind: config option of its folder}`` (kinds: see
         ``recbole_cora.stages.RUNNERS``); the pipeline runs them before the model is built."""

@@ -58,6 +58,19 @@ class Laser(NextItemLLMRecommender):
     def required_stages(cls, config):
         return {"sequence": "sequence_stage_dir"}
 
+    @classmethod
+    def plan_lines(cls, config, n_items, steps_per_epoch):
+        """Every item goes through the LLM once before stage 1, once after each stage-1 epoch (its weights trained)
+        and every ``item_refresh_steps`` within one; stage 2 keeps the matrix. On a large catalogue these passes cost
+        more than the steps (the time line after the first steps measures one)."""
+        epochs = int(config["stage1_epochs"] or config["epochs"])
+        refresh = int(config["item_refresh_steps"] or 0)
+        within = (steps_per_epoch - 1) // refresh if refresh else 0
+        passes = 1 + epochs * (1 + within)
+        return [f"  items     the item matrix: all {n_items:,} items through the LLM {passes} times (before stage 1 and "
+                f"after each of its {epochs} epoch(s){f', and every {refresh} steps' if refresh else ''}); "
+                "stage 2 keeps it fixed"]
+
     def reference_encoder(self):
         return self.sequence_encoder
 
