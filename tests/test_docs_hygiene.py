@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HASH = re.compile(r"(?<![\w/.:-])(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}(?![\w-])")
-MACHINE_PATH = re.compile(r"(/work/|/home/|/root/|\.\./shared\b|/tmp/)")
+# an absolute path (not a folder of the repository named work/: benchmarks/quality/encoder-residual/work/)
+MACHINE_PATH = re.compile(r"((?<![\w.-])(/work/|/home/|/root/|/tmp/)|\.\./shared\b)")
 ISSUE = re.compile(r"\bissues?\s*#?\d+|(?<![\w&])#\d{1,4}\b", re.IGNORECASE)
 
 
@@ -28,7 +29,8 @@ def findings(name, text):
 
 
 def test_the_patterns_find_what_they_are_for():
-    text = "fixed in 3fa9c2e1 (issue 28), see /work/main/x and ../shared/datasets; #12\nAUC 0.7047, lr 1e-4, ml-1m, 2f8 a1b2"
+    text = ("fixed in 3fa9c2e1 (issue 28), see /work/main/x and ../shared/datasets; #12\nAUC 0.7047, lr 1e-4, ml-1m, 2f8 a1b2,"
+            " benchmarks/quality/encoder-residual/work/results")
     assert [f.split(": ", 1)[1] for f in findings("x", text)] == [
         "a commit hash '3fa9c2e1'", "a machine path '/work/'", "a machine path '../shared'", "an issue number 'issue 28'",
         "an issue number '#12'"]

@@ -1,0 +1,125 @@
+"""Copy measured tables from the committed result files into the documents that quote them.
+
+    python scripts/results_tables.py            # rewrite every marked table from its result file
+    python scripts/results_tables.py --check    # exit 1 naming each table that differs from its file (the tests run this)
+
+A document marks a table it quotes:
+
+    <!-- results: benchmarks/candidates_comparison/comparison.md columns: model, n, Hit@1, NDCG@10 rows: SASRec, RSLLM -->
+
+    | model | n | Hit@1 | NDCG@10 |
+    ...
+
+    <!-- /results -->
+
+The table between the marks is the first markdown table of the result file (a ``comparison.md``, ``quality.md`` or
+``results.md`` that the package or a benchmark wrote), its cells exactly as written there, reduced to ``columns`` and
+``rows`` (by the first cell) when given, in their order. So a figure quoted on two pages is the same figure, and a
+table cannot drift from the run that produced it: rerun the run, then this script.
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"(<!-- results: (?P<spec>.*?) -->\n)(?P<table>.*?)(<!-- /results -->)", re.S)
+DOCUMENTS = ("README.md", "docs", "benchmarks")
+
+
+class TableError(ValueError):
+    pass
+
+
+def cells(line):
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def first_table(path):
+    """(header, rows) of the first markdown table in ``path``."""
+    lines, started = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+            started = True
+        elif started:
+            break
+    if len(lines) < 2:
+        raise TableError(f"{path.relative_to(ROOT)}: no markdown table in it")
+    return cells(lines[0]), [cells(line) for line in lines[2:]]
+
+
+def parse_spec(spec, document):
+    """(source path, columns or None, rows or None) of a block's mark."""
+    match = re.fullmatch(r"(?P<file>\S+)(?: columns: (?P<columns>.*?))?(?: rows: (?P<rows>.*?))?", spec.strip())
+    if not match:
+        raise TableError(f"{document}: cannot read the mark '<!-- results: {spec} -->' (file [columns: a, b] [rows: x, y])")
+    source = ROOT / match["file"]
+    if not source.is_file():
+        raise TableError(f"{document}: the result file {match['file']} of a marked table does not exist")
+    split = lambda text: [part.strip() for part in text.split(",")] if text else None  # noqa: E731
+    return source, split(match["columns"]), split(match["rows"])
+
+
+def render(source, columns, rows, document):
+    header, body = first_table(source)
+    columns = columns or header
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise TableError(f"{document}: {source.relative_to(ROOT)} has no column {missing} (it has {header})")
+    if rows is not None:
+        by_name = {row[0]: row for row in body}
+        absent = [name for name in rows if name not in by_name]
+        if absent:
+            raise TableError(f"{document}: {source.relative_to(ROOT)} has no row {absent}")
+        body = [by_name[name] for name in rows]
+    index = [header.index(column) for column in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row[i] if i < len(row) else "" for i in index) + " |" for row in body]
+    return "\n" + "\n".join(lines) + "\n\n"  # blank lines around it: Markdown reads a table beside an HTML comment as HTML
+
+
+def update(path, check=False):
+    """The marked tables of ``path`` brought up to date (written unless ``check``); returns the stale ones' sources."""
+    text = path.read_text()
+    stale = []
+
+    def replace(match):
+        document = str(path.relative_to(ROOT))
+        source, columns, rows = parse_spec(match["spec"], document)
+        table = render(source, columns, rows, document)
+        if table != match["table"]:
+            stale.append(f"{document}: the table from {source.relative_to(ROOT)}")
+        return match.group(1) + table + match.group(4)
+
+    new = BLOCK.sub(replace, text)
+    if new != text and not check:
+        path.write_text(new)
+    return stale
+
+
+def documents(root=ROOT):
+    for name in DOCUMENTS:
+        target = root / name
+        yield from sorted(target.rglob("*.md")) if target.is_dir() else [target]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its file")
+    args = parser.parse_args(argv)
+    stale = []
+    try:
+        for path in documents():
+            stale += update(path, check=args.check)
+    except TableError as error:
+        print(f"results_tables: {error}", file=sys.stderr)
+        return 2
+    for line in stale:
+        print(("differs: " if args.check else "updated: ") + line)
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
