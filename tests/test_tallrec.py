@@ -162,3 +162,34 @@ def test_the_language_model_loss_with_a_trainable_answer_head_is_refused_before_
                     check=False)
     with pytest.raises(OptionError, match="`answer_head: trainable` would never get a gradient"):
         check_run(config, TALLRec)
+
+
+def test_the_answer_head_reads_the_hidden_state_standardised_on_the_first_training_rows_and_saves_that_with_it(tiny_llm, tmp_path):
+    from recbole_cora.checkpoint import load_trainable, save_trainable
+    from recbole_cora.llm.scoring import AnswerHeadUpdate
+
+    head = AnswerHeadUpdate(3, calibration_rows=6)
+    rows = torch.tensor([[1.0, 10.0, 0.0], [3.0, 10.0, 0.0], [2.0, 12.0, 0.0], [4.0, 8.0, 0.0],
+                         [0.0, 10.0, 0.0], [5.0, 9.0, 0.0], [100.0, 100.0, 100.0]])
+    head.train()
+    for start in (0, 4, 6):  # batches of 4, 2 (calibration full), 1 (ignored)
+        head(rows[start: start + 4 if start == 0 else start + (2 if start == 4 else 1)])
+    assert int(head.rows_seen) == 6
+    assert torch.allclose(head.mean, rows[:6].mean(0)) and torch.allclose(head.variance, rows[:6].var(0, unbiased=False))
+    with torch.no_grad():
+        head.weight[0, 0] = 1.0
+    head.eval()
+    z = (rows[0, 0] - rows[:6, 0].mean()) / rows[:6, 0].std(unbiased=False)
+    assert torch.allclose(head(rows[:1])[0, 0], z)  # dimension 2 is constant: finite, weight 0
+    # with the model: the statistics are learned state, saved and loaded with the trainable weights
+    config, model, (train, valid, _) = build(tiny_llm, train_rows_per_epoch=32, eval_rows=32, answer_head_lr=1e-2)
+    groups = model.parameter_groups()
+    assert [g.get("lr") for g in groups] == [None, 1e-2] and groups[1]["params"] == list(model.answer_head.parameters())
+    trainer = get_trainer(config["MODEL_TYPE"], "TALLRec", config)(config, model)
+    assert [g["lr"] for g in trainer.optimizer.param_groups][1] > [g["lr"] for g in trainer.optimizer.param_groups][0]
+    trainer.fit(train, valid)
+    assert int(model.answer_head.rows_seen) == 32 and model.answer_head.variance.min() < 1
+    save_trainable(model, tmp_path / "run", config, state={})
+    _, again, _ = build(tiny_llm)
+    load_trainable(again, tmp_path / "run")
+    assert torch.equal(again.answer_head.mean, model.answer_head.mean) and int(again.answer_head.rows_seen) == 32

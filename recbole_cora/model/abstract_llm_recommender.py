@@ -206,9 +206,18 @@ class LLMRecommender(AbstractRecommender):
         finally:
             self.residual = residual
 
+    def parameter_groups(self):
+        """The trainable parameters as the optimizer's groups; a group with an "lr" trains at that peak learning rate
+        (the schedule's shape is the same for every group)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def learned_buffers(self):
+        """Names of buffers that training fills and the model needs to score (saved with its trainable weights)."""
+        return set()
+
     def trainable_state_dict(self):
         """Only what this model learns: the frozen LLM and CF encoder are never saved with it."""
-        names = {name for name, p in self.named_parameters() if p.requires_grad}
+        names = {name for name, p in self.named_parameters() if p.requires_grad} | self.learned_buffers()
         if getattr(self, "residual", None) is not None:  # the gate fitted on valid (``encoder_residual``)
             names.add("residual.gate")
         return {name: t for name, t in self.state_dict().items() if name in names}
@@ -231,6 +240,7 @@ class LabeledLLMRecommender(LLMRecommender):
         # ``answer_head: trainable``: the answer rows of the output head learn (zero update at the start)
         trainable_head = (config["answer_head"] or "frozen") == "trainable"
         self.answer_head = AnswerHeadUpdate(self.d_model, len(self.scorer.answer_ids)) if trainable_head else None
+        self.answer_head_lr = config["answer_head_lr"]
         self.loss = nn.BCEWithLogitsLoss()
         self.in_zero_shot = False
         self.score_batch_size = int(config["eval_batch_size"])
@@ -277,6 +287,20 @@ class LabeledLLMRecommender(LLMRecommender):
         if return_loss:  # the loss goes through forward so that a DDP-wrapped model syncs gradients
             return self.loss(scores, interaction[self.LABEL].to(scores.device).float())
         return scores
+
+    def parameter_groups(self):
+        """With ``answer_head: trainable`` and ``answer_head_lr``, the answer head trains at its own peak rate."""
+        groups = super().parameter_groups()
+        if self.answer_head is None or not self.answer_head_lr or not self.answer_head.weight.requires_grad:
+            return groups
+        head = {id(p) for p in self.answer_head.parameters()}
+        rest = [p for p in groups[0]["params"] if id(p) not in head]
+        return [{"params": rest}, {"params": list(self.answer_head.parameters()), "lr": float(self.answer_head_lr)}]
+
+    def learned_buffers(self):
+        if self.answer_head is None or not self.answer_head.weight.requires_grad:  # CoLLM's step 2: saved by step 1
+            return set()
+        return {f"answer_head.{name}" for name, _ in self.answer_head.named_buffers()}
 
     def head_update(self):
         """What is added to the answer logits: the trained answer rows' update, none zero-shot (the frozen LLM)."""

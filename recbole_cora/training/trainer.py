@@ -80,8 +80,8 @@ class LLMTrainer(ResumableMixin, Trainer):
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def _build_optimizer(self, **kwargs):
-        trainable = self.trainable_parameters()
-        return super()._build_optimizer(params=trainable) if trainable else None
+        groups = [group for group in self.model.parameter_groups() if group["params"]]  # e.g. the answer head's own lr
+        return super()._build_optimizer(params=groups) if groups else None
 
     def build_scheduler(self, steps_per_epoch):
         """The learning-rate schedule of this trainer's epochs (``training.sampling.build_scheduler``)."""
