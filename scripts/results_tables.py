@@ -20,6 +20,7 @@ table cannot drift from the run that produced it: rerun the run, then this scrip
 
 import argparse
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,6 +51,15 @@ def first_table(path):
     return cells(lines[0]), [cells(line) for line in lines[2:]]
 
 
+def ignored(path):
+    """Whether git ignores ``path`` and does not track it (a file a clone will not have); False outside a git work tree."""
+    try:
+        done = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT, capture_output=True)
+    except OSError:  # no git on this machine
+        return False
+    return done.returncode == 0  # 1: not ignored or tracked; 128: not a repository
+
+
 def parse_spec(spec, document):
     """(source path, columns or None, rows or None) of a block's mark."""
     match = re.fullmatch(r"(?P<file>\S+)(?: columns: (?P<columns>.*?))?(?: rows: (?P<rows>.*?))?", spec.strip())
@@ -58,6 +68,9 @@ def parse_spec(spec, document):
     source = ROOT / match["file"]
     if not source.is_file():
         raise TableError(f"{document}: the result file {match['file']} of a marked table does not exist")
+    if ignored(source):
+        raise TableError(f"{document}: the result file {match['file']} of a marked table is ignored by git and not "
+                         f"committed, so a clone lacks it: commit it with git add -f, or quote a committed file")
     split = lambda text: [part.strip() for part in text.split(",")] if text else None  # noqa: E731
     return source, split(match["columns"]), split(match["rows"])
 

@@ -288,3 +288,11 @@ def test_the_plan_counts_the_item_matrix_passes():
     lines = describe_plan(config, dataset, splits, get_model("Laser"))
     items = next(line for line in lines if line.strip().startswith("items"))
     assert "7 times" in items and "every 2 steps" in items, items  # 4 steps an epoch: one refresh inside each
+
+
+def test_an_m_former_width_its_heads_do_not_divide_is_refused_before_anything_runs():
+    from recbole_cora.checks import OptionError, check_run
+
+    config = Config("Laser", "ml-100k", config_dict={**QUIET, "mformer_width": 64, "mformer_heads": 12}, check=False)
+    with pytest.raises(OptionError, match="mformer_width 64 is not a multiple of mformer_heads 12.*mformer_heads: 8"):
+        check_run(config, Laser)

@@ -1,5 +1,6 @@
 """Measured tables in the docs are copies of the committed result files (scripts/results_tables.py), never retyped."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,3 +50,18 @@ def test_a_mark_naming_a_missing_file_column_or_row_says_which(tmp_path, monkeyp
         page.write_text(f"<!-- results: {spec} -->\n\n| x |\n\n<!-- /results -->\n")
         with pytest.raises(results_tables.TableError, match=message.replace("[", r"\[").replace("]", r"\]")):
             results_tables.update(page)
+
+
+def test_a_result_file_git_ignores_and_no_commit_holds_is_refused(tmp_path, monkeypatch):
+    """A table quoting a file under an ignored folder passes here and fails on every clone, where the file is absent."""
+    monkeypatch.setattr(results_tables, "ROOT", tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("results/\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "results.md").write_text(RESULT)
+    page = tmp_path / "page.md"
+    page.write_text("<!-- results: results/results.md -->\n\n| x |\n\n<!-- /results -->\n")
+    with pytest.raises(results_tables.TableError, match="ignored by git and not committed"):
+        results_tables.update(page, check=True)
+    subprocess.run(["git", "add", "-f", "results/results.md"], cwd=tmp_path, check=True)  # tracked: a clone has it
+    assert results_tables.update(page, check=True) == ["page.md: the table from results/results.md"]

@@ -59,6 +59,16 @@ class Laser(NextItemLLMRecommender):
         return {"sequence": "sequence_stage_dir"}
 
     @classmethod
+    def option_problems(cls, config):
+        problems = super().option_problems(config)
+        width, heads = config["mformer_width"], config["mformer_heads"]
+        if width and heads and int(width) % int(heads):
+            problems.append(f"mformer_width {width} is not a multiple of mformer_heads {heads}: each attention head of "
+                            f"the M-Former takes an equal share of its width (e.g. mformer_heads: "
+                            f"{next(h for h in (8, 4, 2, 1) if int(width) % h == 0)}).")
+        return problems
+
+    @classmethod
     def plan_lines(cls, config, n_items, steps_per_epoch):
         """Every item goes through the LLM once before stage 1, once after each stage-1 epoch (its weights trained)
         and every ``item_refresh_steps`` within one; stage 2 keeps the matrix. On a large catalogue these passes cost
