@@ -147,6 +147,14 @@ def score_stats(model, trainer, config, test_data, rows):
     return stats
 
 
+def embedded_files(model):
+    """The preset a diagnosis without config files runs: the model's task's embedded default (a labeled model runs on
+    the labeled one, CoRA's data and sizes, as ``run_recbole_cora.py --compare`` does)."""
+    import run_recbole_cora
+
+    return run_recbole_cora.embedded_preset(model, None) or run_recbole_cora.embedded_preset(None, None)
+
+
 def main(argv=None):
     args, overrides = parse_args(argv)
     from recbole.data import data_preparation
@@ -157,7 +165,7 @@ def main(argv=None):
     from recbole_cora.stages import prepare_stages
     from recbole_cora.utils import create_dataset, get_model, get_trainer
 
-    files = args.config_files or [run_recbole_cora.embedded_preset(args.model, None) or str(run_recbole_cora.EMBEDDED_DEFAULT)]
+    files = args.config_files or [embedded_files(args.model)]
     out = Path(args.out or f"diagnosis-{args.model}")
     out.mkdir(parents=True, exist_ok=True)
     config = Config(args.model, None, files, {"state": "WARNING", "show_progress": False}, overrides)

@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,15 @@ def test_diagnose_reports_the_loss_against_the_trivial_one_and_what_each_model_i
         assert abs(report["trivial_loss"] - math.log(6)) < 1e-9
         assert -1 <= report["untrained"]["spearman_score_vs_answer_length"] <= 1
     assert (tmp_path / "d" / "diagnosis.png").is_file() and "Trivial loss" in done.stdout
+
+
+@pytest.mark.parametrize("model,preset", [("TALLRec", "CoRA"), ("CoLLM", "CoRA"), ("Laser", "Laser"), ("RSLLM", "RSLLM")])
+def test_diagnose_without_config_files_runs_the_model_s_embedded_default(model, preset):
+    """``diagnose.py --model TALLRec`` (no config files) named a constant that no longer exists and stopped at once."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("diagnose", ROOT / "benchmarks" / "diagnose.py")
+    diagnose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnose)
+    path = Path(diagnose.embedded_files(model))
+    assert path.is_file() and path.parent.name == "presets" and preset in path.read_text(), path
