@@ -14,7 +14,11 @@ A document marks a table it quotes:
 
 The table between the marks is the first markdown table of the result file (a ``comparison.md``, ``quality.md`` or
 ``results.md`` that the package or a benchmark wrote), its cells exactly as written there, reduced to ``columns`` and
-``rows`` (by the first cell) when given, in their order. So a figure quoted on two pages is the same figure, and a
+``rows`` when given: ``rows`` names first cells (every row that starts with one, grouped in the mark's order, each
+group in the file's order), and ``where: column = a, b`` keeps the rows whose cell in that column is one of those:
+
+    <!-- results: benchmarks/quality/ml-1m-h200/quality.md columns: model, AUC rows: CoRA-MF, TALLRec where: training rows = 1000, 16000 -->
+ So a figure quoted on two pages is the same figure, and a
 table cannot drift from the run that produced it: rerun the run, then this script.
 """
 
@@ -62,9 +66,11 @@ def ignored(path):
 
 def parse_spec(spec, document):
     """(source path, columns or None, rows or None) of a block's mark."""
-    match = re.fullmatch(r"(?P<file>\S+)(?: columns: (?P<columns>.*?))?(?: rows: (?P<rows>.*?))?", spec.strip())
+    match = re.fullmatch(r"(?P<file>\S+)(?: columns: (?P<columns>.*?))?(?: rows: (?P<rows>.*?))?"
+                         r"(?: where: (?P<where_column>[^=]+?) = (?P<where>.*?))?", spec.strip())
     if not match:
-        raise TableError(f"{document}: cannot read the mark '<!-- results: {spec} -->' (file [columns: a, b] [rows: x, y])")
+        raise TableError(f"{document}: cannot read the mark '<!-- results: {spec} -->' "
+                         "(file [columns: a, b] [rows: x, y] [where: column = v, w])")
     source = ROOT / match["file"]
     if not source.is_file():
         raise TableError(f"{document}: the result file {match['file']} of a marked table does not exist")
@@ -72,21 +78,25 @@ def parse_spec(spec, document):
         raise TableError(f"{document}: the result file {match['file']} of a marked table is ignored by git and not "
                          f"committed, so a clone lacks it: commit it with git add -f, or quote a committed file")
     split = lambda text: [part.strip() for part in text.split(",")] if text else None  # noqa: E731
-    return source, split(match["columns"]), split(match["rows"])
+    where = (match["where_column"].strip(), split(match["where"])) if match["where_column"] else None
+    return source, split(match["columns"]), split(match["rows"]), where
 
 
-def render(source, columns, rows, document):
+def render(source, columns, rows, document, where=None):
     header, body = first_table(source)
     columns = columns or header
-    missing = [column for column in columns if column not in header]
+    missing = [column for column in columns + ([where[0]] if where else []) if column not in header]
     if missing:
         raise TableError(f"{document}: {source.relative_to(ROOT)} has no column {missing} (it has {header})")
+    if where:
+        at = header.index(where[0])
+        body = [row for row in body if at < len(row) and row[at] in where[1]]
     if rows is not None:
-        by_name = {row[0]: row for row in body}
-        absent = [name for name in rows if name not in by_name]
+        absent = [name for name in rows if not any(row[0] == name for row in body)]
         if absent:
-            raise TableError(f"{document}: {source.relative_to(ROOT)} has no row {absent}")
-        body = [by_name[name] for name in rows]
+            raise TableError(f"{document}: {source.relative_to(ROOT)} has no row {absent}"
+                             + (f" where {where[0]} is one of {where[1]}" if where else ""))
+        body = [row for name in rows for row in body if row[0] == name]
     index = [header.index(column) for column in columns]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row[i] if i < len(row) else "" for i in index) + " |" for row in body]
@@ -100,8 +110,8 @@ def update(path, check=False):
 
     def replace(match):
         document = str(path.relative_to(ROOT))
-        source, columns, rows = parse_spec(match["spec"], document)
-        table = render(source, columns, rows, document)
+        source, columns, rows, where = parse_spec(match["spec"], document)
+        table = render(source, columns, rows, document, where)
         if table != match["table"]:
             stale.append(f"{document}: the table from {source.relative_to(ROOT)}")
         return match.group(1) + table + match.group(4)

@@ -65,3 +65,31 @@ def test_a_result_file_git_ignores_and_no_commit_holds_is_refused(tmp_path, monk
         results_tables.update(page, check=True)
     subprocess.run(["git", "add", "-f", "results/results.md"], cwd=tmp_path, check=True)  # tracked: a clone has it
     assert results_tables.update(page, check=True) == ["page.md: the table from results/results.md"]
+
+
+CURVE = """| model | training rows | AUC |
+|---|---|---|
+| CoRA | 1000 | 0.6380 |
+| CoRA | 4000 | 0.6615 |
+| CoRA | 16000 | 0.6733 |
+| TALLRec | 1000 | 0.5317 |
+| TALLRec | 16000 | 0.5427 |
+"""
+
+
+def test_a_curve_s_rows_are_chosen_by_model_and_budget(tmp_path, monkeypatch):
+    """A model has one row per budget: ``rows`` keeps all of a model's rows, ``where`` the budgets asked for."""
+    monkeypatch.setattr(results_tables, "ROOT", tmp_path)
+    (tmp_path / "quality.md").write_text(CURVE)
+    page = tmp_path / "page.md"
+    page.write_text("<!-- results: quality.md rows: TALLRec, CoRA where: training rows = 1000, 16000 -->\n\n| x |\n\n"
+                    "<!-- /results -->\n")
+    results_tables.update(page)
+    assert ("| model | training rows | AUC |\n|---|---|---|\n| TALLRec | 1000 | 0.5317 |\n| TALLRec | 16000 | 0.5427 |\n"
+            "| CoRA | 1000 | 0.6380 |\n| CoRA | 16000 | 0.6733 |\n") in page.read_text()
+    page.write_text("<!-- results: quality.md rows: TALLRec where: training rows = 4000 -->\n\n| x |\n\n<!-- /results -->\n")
+    with pytest.raises(results_tables.TableError, match="has no row .'TALLRec'. where training rows is one of .'4000'."):
+        results_tables.update(page)
+    page.write_text("<!-- results: quality.md where: budget = 4000 -->\n\n| x |\n\n<!-- /results -->\n")
+    with pytest.raises(results_tables.TableError, match="has no column .'budget'."):
+        results_tables.update(page)
