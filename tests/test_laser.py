@@ -296,3 +296,32 @@ def test_an_m_former_width_its_heads_do_not_divide_is_refused_before_anything_ru
     config = Config("Laser", "ml-100k", config_dict={**QUIET, "mformer_width": 64, "mformer_heads": 12}, check=False)
     with pytest.raises(OptionError, match="mformer_width 64 is not a multiple of mformer_heads 12.*mformer_heads: 8"):
         check_run(config, Laser)
+
+
+def test_hidden_norm_standardises_the_suffix_state_by_the_items_before_the_first_step_and_is_saved(
+        tiny_llm, slice_path, stage_root):
+    config, model, (train, valid, _) = build(tiny_llm, slice_path, stage_root, hidden_norm="standardize")
+    norm = model.hidden_norm
+    assert norm.calibration_rows == model.n_items - 1 and not norm.calibrated  # the slice has fewer than 2,048 items
+    trainer = get_trainer(config["MODEL_TYPE"], "Laser", config)(config, model)
+    trainer.compute_item_matrix()  # the first pass calibrates, with the untrained weights
+    assert norm.calibrated and int(norm.rows_seen) == model.n_items - 1
+    model.eval()
+    with torch.no_grad():
+        ids = torch.arange(1, model.n_items)
+        rows = model.prompts.token_ids([[int(i)] for i in ids], [0] * len(ids))
+        states = model.suffix_states(ids.view(-1, 1), rows)[0].float()
+        z = norm.standardise(states)
+    assert torch.allclose(norm.mean, states.mean(0), atol=1e-4)
+    assert z.mean(0).abs().max() < 1e-3 and torch.allclose(z.var(0, unbiased=False), torch.ones(z.shape[1]), atol=1e-2)
+    assert torch.allclose(model.item_matrix[1:], model.projection(z), atol=1e-4)  # the matrix read the standardised state
+    saved = model.trainable_state_dict()
+    assert {"hidden_norm.mean", "hidden_norm.variance", "hidden_norm.rows_seen"} <= set(saved)
+    _, again, _ = build(tiny_llm, slice_path, stage_root, hidden_norm="standardize")
+    again.load_state_dict(saved, strict=False)
+    assert again.hidden_norm.calibrated and torch.equal(again.hidden_norm.mean, norm.mean)
+    again.eval()
+    with torch.no_grad():  # a loaded model never calibrates again: its vectors are the saved model's
+        assert torch.allclose(again.item_vectors(ids[:8]), model.item_vectors(ids[:8]), atol=1e-5)
+    _, paper, _ = build(tiny_llm, slice_path, stage_root)
+    assert paper.hidden_norm is None and not any(k.startswith("hidden_norm") for k in paper.trainable_state_dict())

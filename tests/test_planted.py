@@ -176,3 +176,4 @@ def test_rsllm_with_the_encoder_residual_starts_as_its_encoder_and_learns_beyond
     encoder = rows["SASRec (frozen sequential encoder)"]
     assert untrained["ndcg@10"] == pytest.approx(encoder["ndcg@10"], abs=1e-6), (untrained, encoder)
     assert trained["ndcg@10"] >= encoder["ndcg@10"] + margin, (trained, encoder)
+

@@ -69,36 +69,35 @@ def _answer_rows(head, final, answer_ids):
     return logits.float()
 
 
-class AnswerHeadUpdate(nn.Module):
-    """``answer_head: trainable`` (ours): a trainable update of the output head's answer rows, added to the frozen
-    head's answer logits at the last position: W z + b, where z is the last hidden state standardised per dimension.
+class Standardiser(nn.Module):
+    """A per-dimension standardisation of LLM hidden states, z = (h - mean) / spread, with the mean and variance of
+    the first ``calibration_rows`` rows it is given (accumulated exactly by Chan et al.'s pairwise update, then
+    fixed; buffers, so saved with the model). Before any row it is the identity. Float32 whatever the LLM's dtype.
 
-    The Yes - No score is a linear read-out of the last hidden state along the frozen direction w_Yes - w_No; with
-    this update the direction itself learns (2 x (d + 1) parameters). Zero at the start, so the untrained model
-    scores as before. Why standardised: an LLM's last hidden state is a large shared component plus small variations
-    (SmolLM2-135M on the labeled prompt: norm about 49, a dimension's spread over prompts about 0.11), so a raw
-    read-out learns slowly along the variations (Adam moves every weight by about the learning rate a step) and
-    jumps along the shared part. The mean and spread are those of the first ``calibration_rows`` training rows
-    (accumulated exactly, then fixed, and saved with the model). Float32 whatever the LLM's dtype."""
+    Why: an LLM's hidden state is a large part shared by every input plus small variations (SmolLM2-135M: norm about
+    49, a dimension's spread over prompts about 0.11), so a linear map trained on it learns slowly along the
+    variations and jumps along the shared part, and vectors projected from it are nearly parallel."""
 
-    def __init__(self, d_model, n_answers=2, calibration_rows=4096):
+    def __init__(self, d_model, calibration_rows=4096):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(n_answers, d_model))
-        self.bias = nn.Parameter(torch.zeros(n_answers))
         self.calibration_rows = calibration_rows
         self.register_buffer("mean", torch.zeros(d_model))
         self.register_buffer("variance", torch.ones(d_model))
         self.register_buffer("rows_seen", torch.zeros((), dtype=torch.long))
 
+    @property
+    def calibrated(self):
+        return int(self.rows_seen) >= self.calibration_rows
+
     @torch.no_grad()
-    def calibrate(self, final):
-        """Fold a training batch's hidden states into the mean and variance (Chan et al.'s pairwise update), until
-        ``calibration_rows`` rows have been seen."""
-        seen, n = int(self.rows_seen), final.shape[0]
+    def calibrate(self, hidden):
+        """Fold rows (n, d) into the mean and variance, until ``calibration_rows`` rows have been seen."""
+        hidden = hidden.detach().to(device=self.mean.device, dtype=torch.float32)
+        seen, n = int(self.rows_seen), hidden.shape[0]
         if seen >= self.calibration_rows or n == 0:
             return
-        batch_mean = final.mean(0)
-        batch_m2 = ((final - batch_mean) ** 2).sum(0)
+        batch_mean = hidden.mean(0)
+        batch_m2 = ((hidden - batch_mean) ** 2).sum(0)
         total = seen + n
         delta = batch_mean - self.mean
         m2 = (self.variance * seen if seen else torch.zeros_like(batch_m2)) + batch_m2 + delta ** 2 * seen * n / total
@@ -106,12 +105,29 @@ class AnswerHeadUpdate(nn.Module):
         self.variance.copy_(m2 / total)
         self.rows_seen.fill_(total)
 
+    def standardise(self, hidden):
+        hidden = hidden.to(device=self.mean.device, dtype=torch.float32)
+        return (hidden - self.mean) / torch.sqrt(self.variance.clamp(min=1e-4))  # a constant dimension stays finite
+
+
+class AnswerHeadUpdate(Standardiser):
+    """``answer_head: trainable`` (ours): a trainable update of the output head's answer rows, added to the frozen
+    head's answer logits at the last position: W z + b, where z is the last hidden state standardised per dimension
+    (``Standardiser``, calibrated on the first ``calibration_rows`` training rows).
+
+    The Yes - No score is a linear read-out of the last hidden state along the frozen direction w_Yes - w_No; with
+    this update the direction itself learns (2 x (d + 1) parameters). Zero at the start, so the untrained model
+    scores as before."""
+
+    def __init__(self, d_model, n_answers=2, calibration_rows=4096):
+        super().__init__(d_model, calibration_rows)
+        self.weight = nn.Parameter(torch.zeros(n_answers, d_model))
+        self.bias = nn.Parameter(torch.zeros(n_answers))
+
     def forward(self, final):
-        final = final.to(device=self.weight.device, dtype=torch.float32)
         if self.training and torch.is_grad_enabled():
-            self.calibrate(final.detach())
-        standardised = (final - self.mean) / torch.sqrt(self.variance.clamp(min=1e-4))  # a constant dimension stays finite
-        return standardised @ self.weight.t() + self.bias
+            self.calibrate(final)
+        return self.standardise(final).to(self.weight) @ self.weight.t() + self.bias
 
 
 class AnswerScorer:

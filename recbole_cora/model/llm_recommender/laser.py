@@ -16,6 +16,8 @@ Stage 1 recomputes the item matrix whenever a step made it stale (before the nex
 model's matrix is always its own weights'; stage 2 keeps the best one fixed and trains on. Options
 (``properties/model/Laser.yaml``, measured in ``benchmarks/QUALITY.md``): the batch's target items encoded with
 gradient in each step, vectors centred on the mean item vector, a whole refresh every N steps.
+``hidden_norm: standardize`` (ours) standardises the suffix state per dimension before the projection, by its
+mean and spread over the first items at the untrained weights.
 Trained: the M-Former (router, queries, blocks, projections), the suffix token and the output projection.
 """
 
@@ -24,7 +26,7 @@ from torch import nn
 
 from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.llm.loading import execution_device
-from recbole_cora.llm.scoring import hidden_at
+from recbole_cora.llm.scoring import Standardiser, hidden_at
 from recbole_cora.model.next_item_llm_recommender import NextItemLLMRecommender
 from recbole_cora.model.encoders import FrozenSequentialRecommender
 from recbole_cora.model.layers import MFormer, load_balance_loss
@@ -33,6 +35,7 @@ from recbole_cora.model.layers import MFormer, load_balance_loss
 class Laser(NextItemLLMRecommender):
     prompt_templates = {"laser_prompt_template": (("history",), (), ())}
     stage_starts_from_best = True  # stage 2 starts from stage 1's best model and its item matrix
+    CALIBRATION_ITEMS = 2048  # hidden_norm: standardize reads the first this many items' states
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset, vector_size=config["user_vector_size"])
@@ -50,6 +53,10 @@ class Laser(NextItemLLMRecommender):
         spread = float(self.llm.get_input_embeddings().weight.float().std())
         self.suffix = nn.Parameter(torch.randn(self.d_model) * spread)
         self.projection = nn.Linear(self.d_model, self.vector_size)
+        # hidden_norm: standardize (``Standardiser``): the suffix state's shared part removed before the projection
+        self.hidden_norm = Standardiser(self.d_model, min(self.n_items - 1, self.CALIBRATION_ITEMS)) \
+            if (config["hidden_norm"] or "none") == "standardize" else None
+        self.calibration_batch = int(config["eval_batch_size"] or 64)
         self.balance_weight = float(config["balance_weight"])
         self.stages = self.stages_of(config)
         self.set_stage(1)
@@ -77,9 +84,13 @@ class Laser(NextItemLLMRecommender):
         refresh = int(config["item_refresh_steps"] or 0)
         within = (steps_per_epoch - 1) // refresh if refresh else 0
         passes = 1 + epochs * (1 + within)
-        return [f"  items     the item matrix: all {n_items:,} items through the LLM {passes} times (before stage 1 and "
-                f"after each of its {epochs} epoch(s){f', and every {refresh} steps' if refresh else ''}); "
-                "stage 2 keeps it fixed"]
+        lines = [f"  items     the item matrix: all {n_items:,} items through the LLM {passes} times (before stage 1 and "
+                 f"after each of its {epochs} epoch(s){f', and every {refresh} steps' if refresh else ''}); "
+                 "stage 2 keeps it fixed"]
+        if (config["hidden_norm"] or "none") == "standardize":
+            lines.append(f"  items     hidden_norm: the first {min(n_items, cls.CALIBRATION_ITEMS):,} items through the LLM "
+                         "once more before stage 1 (the suffix state's mean and spread)")
+        return lines
 
     def reference_encoder(self):
         return self.sequence_encoder
@@ -102,9 +113,9 @@ class Laser(NextItemLLMRecommender):
     def prompt_lengths(self, interaction):
         return self.prompts.lengths(*self.prompts.rows(interaction, with_target=False))
 
-    def encode(self, history, token_rows):
-        """Vectors for histories (batch, len) of item ids and their prompts' token id lists:
-        [M-Former prefix; prompt; suffix] through the frozen LLM, the suffix's last hidden state projected."""
+    def suffix_states(self, history, token_rows):
+        """The suffix's last hidden state for histories (batch, len) of item ids and their prompts' token id lists
+        ([M-Former prefix; prompt; suffix] through the frozen LLM), and the M-Former's load-balancing term."""
         embedding = self.llm.get_input_embeddings()
         device = execution_device(embedding)
         mask = history > 0
@@ -118,9 +129,37 @@ class Laser(NextItemLLMRecommender):
         where = torch.arange(width, device=device).unsqueeze(0) == suffix_at.unsqueeze(1)
         inputs = torch.where(where.unsqueeze(-1), self.suffix.to(tokens), inputs)
         attention = (torch.arange(width, device=device).unsqueeze(0) <= suffix_at.unsqueeze(1)).long()
-        hidden = hidden_at(self.llm, inputs, attention, suffix_at)
+        return hidden_at(self.llm, inputs, attention, suffix_at), load_balance_loss(item_probs, routed)
+
+    def encode(self, history, token_rows):
+        """Vectors for histories and their prompts: the suffix's last hidden state (standardised with
+        ``hidden_norm: standardize``) projected; and the weighted load-balancing term."""
+        hidden, balance = self.suffix_states(history, token_rows)
+        if self.hidden_norm is not None:
+            if not self.hidden_norm.calibrated:
+                self.calibrate_hidden()
+            hidden = self.hidden_norm.standardise(hidden)
         vectors = self.projection(hidden.to(self.projection.weight))
-        return vectors, self.balance_weight * load_balance_loss(item_probs, routed)
+        return vectors, self.balance_weight * balance
+
+    @torch.no_grad()
+    def calibrate_hidden(self):
+        """``hidden_norm: standardize``: the mean and spread of the first items' suffix states with the weights as
+        they are (untrained, before stage 1's first step: the first item-matrix pass calls this), the same items in
+        every process; fixed afterwards and saved with the model."""
+        was_training = self.training
+        self.eval()
+        try:
+            ids = torch.arange(1, 1 + self.hidden_norm.calibration_rows)
+            for batch in ids.split(self.calibration_batch):
+                token_rows = self.prompts.token_ids([[int(i)] for i in batch], [0] * len(batch))
+                self.hidden_norm.calibrate(self.suffix_states(batch.view(-1, 1).to(self.item_matrix.device), token_rows)[0])
+        finally:
+            self.train(was_training)
+
+    def learned_buffers(self):
+        return super().learned_buffers() | ({f"hidden_norm.{name}" for name, _ in self.hidden_norm.named_buffers()}
+                                            if self.hidden_norm is not None else set())
 
     def user_vectors(self, interaction):
         history = interaction[self.ITEM_SEQ]
