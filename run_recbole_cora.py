@@ -43,6 +43,14 @@ PRESETS = Path(__file__).resolve().parent / "properties" / "presets"
 TASK_NAMES = ("labeled", "next_item", "candidates")
 
 
+def config_file_list(given):
+    """``--config_files`` as a list of paths, and those that do not exist. Each argument is one file, or several
+    separated by spaces in one quoted argument (RecBole's own ``--config_files "a.yaml b.yaml"``); an argument that
+    names an existing file is kept whole, so a path with a space in it still works."""
+    files = [part for entry in given for part in ([entry] if Path(entry).is_file() else entry.split())]
+    return files, [name for name in files if not Path(name).is_file()]
+
+
 def embedded_preset(model, task):
     """The embedded default a run without dataset and config files uses: its task's preset (``Task.embedded_preset``:
     CoRA's for the labeled task, Laser's for next_item, RSLLM's for candidates), the task being ``task``, else the
@@ -66,7 +74,8 @@ def main(argv=None):
     parser.add_argument("--task", "-t", default=None, choices=TASK_NAMES,
                         help="labeled (Yes/No rows), next_item (full ranking) or candidates (a fixed list per user); "
                              "default: the model's own task")
-    parser.add_argument("--config_files", nargs="+", default=None, help="YAML files, later ones win")
+    parser.add_argument("--config_files", nargs="+", default=None,
+                        help="YAML files, later ones win: --config_files a.yaml b.yaml, or RecBole's \"a.yaml b.yaml\"")
     parser.add_argument("--compare", default=None, help="comma-separated models to run on one split, e.g. LightGCN,BPR,TALLRec,CoRA")
     parser.add_argument("--compare_dir", default=None, help="comparison folder (to resume one); default results/compare-...")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN",
@@ -96,6 +105,12 @@ def main(argv=None):
                         help="unpickle this one .pth (RecBole's, or an older recbole-cora's) because you trust where it "
                              "came from, and write FILE's .safetensors + .json beside it; every later read uses those")
     args, overrides = parser.parse_known_args(argv)
+    if args.config_files:
+        args.config_files, missing = config_file_list(args.config_files)
+        if missing:
+            print(f"error: --config_files: no file {', '.join(missing)} (from {Path.cwd()}); give each YAML file's "
+                  "path, separated by spaces", file=sys.stderr)
+            return 2
     if args.trust_checkpoint:
         return trust_checkpoint(args.trust_checkpoint)
     if args.compare:

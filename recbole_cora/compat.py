@@ -9,6 +9,7 @@ pandas 3 and setuptools 81 (``ray`` imports ``pkg_resources``). ``recbole.quick_
 """
 
 import contextlib
+import logging
 import os
 
 import torch
@@ -67,6 +68,22 @@ RECBOLE_WARNINGS = (
     (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape, \*, device=\) is deprecated",
      r"recbole\.model\.general_recommender\..*"),
 )
+
+
+def release_previous_run_logging():
+    """Close and remove the root logger's handlers that RecBole's ``init_logger`` installed for an earlier run in
+    this process. ``init_logger`` installs its console and file handlers with ``logging.basicConfig``, which does
+    nothing once the root logger has handlers: every later run in the process (``--compare``, tuning, the tests)
+    logged into the first run's file and named that file as its own. Call it just before ``init_logger``."""
+    import colorlog
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        ours = isinstance(handler, logging.FileHandler) or isinstance(getattr(handler, "formatter", None),
+                                                                      colorlog.ColoredFormatter)
+        if ours:  # RecBole's pair: its file and its coloured console; a handler someone else added stays
+            root.removeHandler(handler)
+            handler.close()
 
 
 def silence_recbole_warnings():

@@ -174,7 +174,16 @@ class Config(RecBoleConfig):
         name = ALIASES.get(model, model) if isinstance(model, str) else model.__name__
         # `model_options: {CoRA: {epochs: 1}}`: options for one model only (handy for comparisons); they
         # rank with the file/dict options they came from, under --key=value.
-        per_model = (self.external_config_dict.get("model_options") or {}).get(name) or {}
+        per_model = {}
+        for key, value in (self.external_config_dict.get("model_options") or {}).items():
+            if ALIASES.get(key, key) == name:  # `MF: {...}` is BPR's, as `--compare MF` runs BPR
+                per_model.update(value or {})
+            else:
+                try:
+                    get_model(key)
+                except ValueError as err:  # an entry no model would ever read: say so, not ignore it
+                    self.problems.append(f"model_options has an entry for '{key}', which is no model ({err}); its "
+                                         "keys are model names as --model and --compare take them.")
         for key, value in per_model.items():
             if key not in self.cmd_config_dict:
                 self.external_config_dict[key] = value

@@ -21,7 +21,7 @@ from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
 from recbole_cora.checkpoint import find_resume_run, stage_folder
 from recbole_cora.checks import check_run
-from recbole_cora.compat import make_run_dirs, silence_recbole_warnings
+from recbole_cora.compat import make_run_dirs, release_previous_run_logging, silence_recbole_warnings
 from recbole_cora.runs import write_run_file
 from recbole_cora.io import atomic_path, build_lock, reserve
 from recbole_cora.config import Config
@@ -44,6 +44,7 @@ def run_recbole_cora(model=None, dataset=None, config_file_list=None, config_dic
     state = PartialState(cpu=not torch.cuda.is_available())
     init_seed(config["seed"], config["reproducibility"])
     make_run_dirs(config)  # before init_logger: RecBole's own creation races between processes
+    release_previous_run_logging()  # else this run would log into the previous run's file (compat)
     init_logger(config)
     logger = getLogger()
     if not state.is_main_process:

@@ -121,3 +121,32 @@ def test_the_config_dump_goes_to_the_log_file_and_the_console_gets_one_line(caps
     assert "use_gpu" not in console and "The number of users" not in console  # the dump, the dataset
     text = open(files[0]).read()
     assert "use_gpu" in text and "The number of users" in text
+
+
+def test_a_second_run_in_one_process_logs_into_its_own_file(capsys):
+    """RecBole's init_logger installs its handlers with logging.basicConfig, a no-op once the root logger has any: a
+    comparison's second model logged into the first model's file and named it as its own."""
+    import logging
+
+    from recbole_cora import run_recbole_cora
+    from conftest import QUIET
+
+    root = logging.getLogger()
+    kept = root.handlers[:]  # pytest's own, as in the test above
+    for handler in kept:
+        root.removeHandler(handler)
+    files = []
+    try:
+        for model in ("BPR", "Pop"):
+            run_recbole_cora(model, "ml-100k", config_dict={**QUIET, "state": "INFO", "epochs": 1})
+            files.append([h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)])
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+            handler.close()
+        for handler in kept:
+            root.addHandler(handler)
+    assert len(files[0]) == len(files[1]) == 1 and "/Pop/" in files[1][0], files
+    console = capsys.readouterr().err
+    assert f"resolved config, dataset and model: in {files[1][0]}" in console
+    assert "Pop(" in open(files[1][0]).read() and "Pop(" not in open(files[0][0]).read()  # each model in its own file

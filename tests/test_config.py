@@ -76,6 +76,15 @@ def test_model_options_apply_to_their_model_only():
     assert Config("LightGCN", "ml-100k", config_dict=options, cmd_args=["--embedding_size=4"])["embedding_size"] == 4
 
 
+
+def test_model_options_take_the_names_compare_takes_and_refuse_a_name_of_no_model():
+    # `model_options: {MF: {epochs: 20}}` beside `--compare MF,CoRA` used to be ignored, silently (MF runs as BPR)
+    options = {**QUIET, "model_options": {"MF": {"epochs": 20}, "CoRA": {"epochs": 1}}}
+    assert Config("BPR", "ml-100k", config_dict=options)["epochs"] == 20
+    assert Config("MF", "ml-100k", config_dict=options)["epochs"] == 20
+    with pytest.raises(ValueError, match=r"model_options has an entry for 'Cora', which is no model .*did you mean \['CoRA'\]"):
+        Config("BPR", "ml-100k", config_dict={**QUIET, "model_options": {"Cora": {"epochs": 1}}})
+
 def test_an_option_with_a_fixed_set_of_values_is_checked_once_for_every_model():
     # a typo in length_bucketing used to do nothing, silently
     with pytest.raises(ValueError, match=r"length_bucketing 'train' \(use one of none, eval, train_and_eval\)"):

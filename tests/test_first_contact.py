@@ -159,3 +159,17 @@ def test_the_plan_counts_each_training_stage_of_a_two_stage_model():
     lines = describe_plan(config, dataset, data_preparation(config, dataset), get_model("CoLLM"))
     train = next(line for line in lines if line.strip().startswith("train"))
     assert "at most 2 (stage 1) + 2 (stage 2) epoch(s) of 64" in train and "16 in all" in train
+
+
+def test_config_files_take_recbole_s_quoted_list_and_a_missing_file_is_named(tmp_path, capsys, monkeypatch):
+    # `--config_files "a.yaml b.yaml"` (RecBole's convention) used to end in a raw FileNotFoundError traceback
+    import run_recbole_cora as script
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("epochs: 1\n")
+    (tmp_path / "b.yaml").write_text("epochs: 2\n")
+    (tmp_path / "with space.yaml").write_text("epochs: 3\n")
+    assert script.config_file_list(["a.yaml b.yaml"]) == (["a.yaml", "b.yaml"], [])
+    assert script.config_file_list(["a.yaml", "with space.yaml"]) == (["a.yaml", "with space.yaml"], [])
+    assert script.main(["--model", "CoRA", "--config_files", "a.yaml gone.yaml"]) == 2
+    assert "error: --config_files: no file gone.yaml" in capsys.readouterr().err

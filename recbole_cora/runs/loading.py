@@ -10,7 +10,7 @@ from recbole.utils import init_logger, init_seed
 
 from recbole_cora.checkpoint import (PATH_OPTIONS, CheckpointError, config_differences, llm_identity, load_trainable,
                                      plain_config, resolve_dir, split_stage_folder, stage_folder)
-from recbole_cora.compat import make_run_dirs, silence_recbole_warnings
+from recbole_cora.compat import make_run_dirs, release_previous_run_logging, silence_recbole_warnings
 from recbole_cora.config import Config
 from recbole_cora.model.abstract_llm_recommender import place_model
 from recbole_cora.recbole_files import CorruptCheckpointError, read_recbole_model
@@ -61,6 +61,7 @@ def _build(options, overrides):
     config = Config(config_dict={**options, "state": "WARNING", **overrides}, check=False)
     init_seed(config["seed"], config["reproducibility"])
     make_run_dirs(config)
+    release_previous_run_logging()
     init_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
