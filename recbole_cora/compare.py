@@ -183,15 +183,17 @@ def write_comparison(folder, results):
 
 
 def tuning_line(results):
-    """What the table's rows ran with: tuned on valid (how many trials each) or each model's defaults."""
+    """What the table's rows ran with: tuned on valid (how many trials each), or not tuned: the comparison's own
+    files and options over each model's defaults."""
     done = {name: r for name, r in results.items() if "error" not in r}
     tuned = {name: r["tuned"] for name, r in done.items() if r.get("tuned")}
     if not tuned:
-        return ("Every model ran at its defaults (RecBole's own for RecBole's models), none tuned: "
-                "--tune_budget N tunes each on valid first (docs/tuning.md).")
+        return ("None tuned: every model ran with this comparison's files and options (`model_options` for one model's "
+                "own) over its defaults (RecBole's for RecBole's models); --tune_budget N tunes each on valid first "
+                "(docs/tuning.md).")
     said = ", ".join(f"{name} ({t['trials']} trials of {t['space']}: {t['values']})" for name, t in tuned.items())
     untuned = [name for name in done if name not in tuned]
-    return (f"Tuned on valid before its test row: {said}." + (f" At defaults: {', '.join(untuned)}." if untuned else ""))
+    return (f"Tuned on valid before its test row: {said}." + (f" Not tuned: {', '.join(untuned)}." if untuned else ""))
 
 
 def plot_comparison(folder, rows, task="labeled", metrics=()):
@@ -203,7 +205,8 @@ def plot_comparison(folder, rows, task="labeled", metrics=()):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        getLogger().warning("matplotlib is not installed: no comparison.png (pip install recbole-cora[plot])")
+        getLogger().warning("matplotlib is not installed: no comparison.png (pip install matplotlib, or the plot "
+                            "extra: pip install -e '.[plot]' in a clone)")
         return None
     models = list(dict.fromkeys(r["model"] for r in rows if r["group"] != "error"))
     if not models:

@@ -134,7 +134,7 @@ def test_compare_with_a_tune_budget_tunes_each_model_on_valid_and_says_so(tmp_pa
     assert "Pop (" in text  # every RecBole model has a learning_rate (Pop's changes nothing)
     (tmp_path / "plain").mkdir()
     plain = write_comparison(tmp_path / "plain", {"BPR": {k: v for k, v in results["BPR"].items() if k != "tuned"}})
-    assert "Every model ran at its defaults" in plain
+    assert "None tuned: every model ran with this comparison's files and options" in plain
 
 
 def test_every_model_gets_a_search_space_for_a_comparison():
