@@ -13,6 +13,10 @@ from recbole_cora.tasks import get_task
 UAUC_MIN_USERS = 10
 SMALL_MARK = "†"
 SMALL_NOTE = f"{SMALL_MARK} UAUC over fewer than {UAUC_MIN_USERS} users (the UAUC users column): too few to compare."
+# An AUC over a group of fewer rows than this (a handful of cold rows: AUC 1.0000 or 0.0000) is marked too.
+AUC_MIN_ROWS = 30
+FEW_ROWS_MARK = "‡"
+FEW_ROWS_NOTE = f"{FEW_ROWS_MARK} AUC over fewer than {AUC_MIN_ROWS} rows (the n column): too few to compare."
 
 
 def columns(results, task="labeled"):
@@ -38,17 +42,22 @@ def _fmt(value):
 
 
 def cell(row, metric):
-    """A table cell: the value, and for a UAUC over fewer than ``UAUC_MIN_USERS`` users a mark (``SMALL_NOTE``)."""
+    """A table cell: the value, and a mark for a UAUC over fewer than ``UAUC_MIN_USERS`` users (``SMALL_NOTE``) or an
+    AUC over fewer than ``AUC_MIN_ROWS`` rows (``FEW_ROWS_NOTE``)."""
     text = _fmt(row.get(metric))
-    users = row.get("uauc_users")
+    users, rows = row.get("uauc_users"), row.get("n")
     if metric == "uauc" and text and text != "n/a" and isinstance(users, int) and users < UAUC_MIN_USERS:
         text += f" {SMALL_MARK}"
+    if metric == "auc" and text and text != "n/a" and isinstance(rows, int) and rows < AUC_MIN_ROWS:
+        text += f" {FEW_ROWS_MARK}"
     return text
 
 
 def footnote(lines):
-    """``SMALL_NOTE`` under a table that marked a cell with it."""
-    return [*lines, "", SMALL_NOTE] if any(f" {SMALL_MARK} " in line for line in lines) else lines
+    """``SMALL_NOTE`` and ``FEW_ROWS_NOTE`` under a table that marked a cell with them."""
+    notes = [note for mark, note in ((SMALL_MARK, SMALL_NOTE), (FEW_ROWS_MARK, FEW_ROWS_NOTE))
+             if any(f" {mark} " in line for line in lines)]
+    return [*lines, "", *notes] if notes else lines
 
 
 def markdown_table(results, task="labeled"):

@@ -148,6 +148,16 @@ def test_uauc_over_too_few_users_is_marked():
     assert "| n/a | 0 |" in nan
 
 
+def test_auc_over_a_handful_of_rows_is_marked():
+    # five cold rows printed AUC 1.0000 and 0.0000 beside the other groups with nothing to say so
+    from recbole_cora.results import FEW_ROWS_MARK
+
+    few = markdown_table({"M": {"auc": 0.6, "uauc": 0.6, "uauc_users": 40, "logloss": 0.69, "rows": 200,
+                                "cold_auc": 1.0, "cold_rows": 5, "cold_uauc": 1.0, "cold_uauc_users": 1}})
+    assert f"| M | all | 200 | 0.6000 |" in few and f"| M | cold | 5 | 1.0000 {FEW_ROWS_MARK} |" in few
+    assert "AUC over fewer than 30 rows" in few and few.count(FEW_ROWS_MARK) == 2  # the cell and the note
+
+
 def test_the_plan_counts_each_training_stage_of_a_two_stage_model():
     from recbole.data import data_preparation
 
