@@ -1,3 +1,4 @@
+import contextlib
 import subprocess
 import sys
 
@@ -96,26 +97,40 @@ def test_recbole_s_own_deprecation_warnings_are_filtered_and_others_still_show()
     assert "a warning of the user's own" in messages
 
 
-def test_the_config_dump_goes_to_the_log_file_and_the_console_gets_one_line(capsys):
-    """RecBole's console handler gets one line; its log file has the 150-line config dump and the dataset."""
+@contextlib.contextmanager
+def recbole_logging():
+    """The root logger without pytest's handlers (with them RecBole's init_logger installs nothing); the handlers the
+    runs inside installed are closed after, and pytest's put back."""
     import logging
 
-    from recbole_cora import run_recbole_cora
-    from conftest import QUIET
-
     root = logging.getLogger()
-    kept = root.handlers[:]  # pytest's own: without them RecBole's init_logger installs its console and file handlers
+    kept = root.handlers[:]
     for handler in kept:
         root.removeHandler(handler)
     try:
-        run_recbole_cora("BPR", "ml-100k", config_dict={**QUIET, "state": "INFO", "epochs": 1})
-        files = [h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)]
+        yield root
     finally:
         for handler in root.handlers[:]:
             root.removeHandler(handler)
             handler.close()
         for handler in kept:
             root.addHandler(handler)
+
+
+def log_files(root):
+    import logging
+
+    return [h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)]
+
+
+def test_the_config_dump_goes_to_the_log_file_and_the_console_gets_one_line(capsys):
+    """RecBole's console handler gets one line; its log file has the 150-line config dump and the dataset."""
+    from recbole_cora import run_recbole_cora
+    from conftest import QUIET
+
+    with recbole_logging() as root:
+        run_recbole_cora("BPR", "ml-100k", config_dict={**QUIET, "state": "INFO", "epochs": 1})
+        files = log_files(root)
     console = capsys.readouterr().err
     assert f"resolved config, dataset and model: in {files[0]}" in console
     assert "use_gpu" not in console and "The number of users" not in console  # the dump, the dataset
@@ -126,26 +141,14 @@ def test_the_config_dump_goes_to_the_log_file_and_the_console_gets_one_line(caps
 def test_a_second_run_in_one_process_logs_into_its_own_file(capsys):
     """RecBole's init_logger installs its handlers with logging.basicConfig, a no-op once the root logger has any: a
     comparison's second model logged into the first model's file and named it as its own."""
-    import logging
-
     from recbole_cora import run_recbole_cora
     from conftest import QUIET
 
-    root = logging.getLogger()
-    kept = root.handlers[:]  # pytest's own, as in the test above
-    for handler in kept:
-        root.removeHandler(handler)
     files = []
-    try:
+    with recbole_logging() as root:
         for model in ("BPR", "Pop"):
             run_recbole_cora(model, "ml-100k", config_dict={**QUIET, "state": "INFO", "epochs": 1})
-            files.append([h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)])
-    finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-            handler.close()
-        for handler in kept:
-            root.addHandler(handler)
+            files.append(log_files(root))
     assert len(files[0]) == len(files[1]) == 1 and "/Pop/" in files[1][0], files
     console = capsys.readouterr().err
     assert f"resolved config, dataset and model: in {files[1][0]}" in console
