@@ -128,10 +128,13 @@ RSLLM_PLANTED = {**NEXT, "task": "candidates", "candidate_count": 6, "history_le
                                                "inner_size": 32, "train_batch_size": 256}}
 
 
-def test_rsllm_learns_a_next_item_its_sequential_encoder_carries(tiny_llm, data_root, tmp_path):
-    # the user's SASRec state as the prompt's last token, the user-item cosine as the score (both ours)
+@pytest.mark.parametrize("hidden_norm", ["none", "standardize"])
+def test_rsllm_learns_a_next_item_its_sequential_encoder_carries(tiny_llm, data_root, tmp_path, hidden_norm):
+    # the user's SASRec state as the prompt's last token, the user-item cosine as the score (both ours); with
+    # hidden_norm: standardize the cosine reads standardised states (ours)
     options = {**RSLLM_PLANTED, "llm_path": tiny_llm, "user_token": True, "candidate_score": "user_item",
-               "encoder_residual": False}  # its own score: the fused one would start at SASRec's 0.99
+               "encoder_residual": False,  # its own score: the fused one would start at SASRec's 0.99
+               "hidden_norm": hidden_norm}
     trained, untrained, _ = trained_and_untrained("RSLLM", "planted-next", data_root, str(tmp_path), **options)
     assert trained["ndcg@10"] > 0.9 and trained["ndcg@10"] > untrained["ndcg@10"] + 0.3, (trained, untrained)
 

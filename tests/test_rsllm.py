@@ -356,3 +356,68 @@ def test_a_bad_template_or_placeholder_is_refused_before_anything_trains(tiny_ll
                                                           "candidate_score": "sum"}, check=False)
     with pytest.raises(OptionError, match="encoder_residual adds .* set `candidate_score: user_item`"):
         check_run(config, RSLLM)
+
+
+def test_hidden_norm_standardises_users_and_candidates_by_each_stage_s_calibration_rows_and_is_saved(
+        tiny_llm, slice_path, stage_root):
+    config, model, (train, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item",
+                                            encoder_residual=False, hidden_norm="standardize")
+    assert sum(len(h) for h, _ in model.calibration) == RSLLM.CALIBRATION_ROWS
+    assert int(model.hidden_norm_stage) == 0
+    model.set_stage(1)
+    model.train()
+    rng = torch.get_rng_state()
+    first = model.calculate_loss(first_batch(train, range(4)))  # the first step reads the statistics first
+    assert int(model.hidden_norm_stage) == 1
+    torch.set_rng_state(rng)
+    again = model.calculate_loss(first_batch(train, range(4)))  # read already: the same lists and dropout
+    assert torch.equal(first, again)  # the reading drew nothing from the run's RNG (a resumed run stays exact)
+    norms = model.hidden_norm
+    assert int(norms["users"].rows_seen) == RSLLM.CALIBRATION_ROWS
+    assert int(norms["candidates"].rows_seen) == RSLLM.CALIBRATION_ROWS * model.train_count
+    model.eval()
+    with torch.no_grad():  # the calibration rows' own states come out with mean 0 and spread 1 per dimension
+        users, candidates = [], []
+        for history, lists in model.calibration:
+            prompts = model.build_prompts(history, lists)
+            embeds, mask, _, _ = model.embed(prompts, history=history)
+            u, c = model.user_and_candidate_states(embeds, mask, prompts)
+            users.append(u)
+            candidates.append(c.flatten(0, 1))
+        z = norms["candidates"].standardise(torch.cat(candidates))
+        assert z.mean(0).abs().max() < 1e-3 and torch.allclose(z.var(0, unbiased=False), torch.ones(z.shape[1]), atol=1e-2)
+        assert torch.allclose(norms["users"].mean, torch.cat(users).float().mean(0), atol=1e-4)
+        # the score is the cosine of the standardised states, over the temperature
+        rows = [0, 5]
+        batch = first_batch(test, rows)
+        lists = candidate_lists(config, test._dataset)[torch.tensor(rows)]
+        prompts = model.build_prompts(batch["item_id_list"], lists)
+        embeds, mask, _, _ = model.embed(prompts, history=batch["item_id_list"])
+        u, c = model.user_and_candidate_states(embeds, mask, prompts)
+        expected = F.cosine_similarity(norms["users"].standardise(u).unsqueeze(1),
+                                       norms["candidates"].standardise(c), dim=-1) / model.temperatures["user_item"]
+    scores = model.candidate_scores(batch, lists)
+    assert torch.allclose(scores, expected, atol=1e-4)
+    stage_one_mean = norms["candidates"].mean.clone()
+    model.set_stage(2)  # the text-ID prompt: read again at the weights stage 2 starts from
+    model.candidate_scores(batch, lists)
+    assert int(model.hidden_norm_stage) == 2 and not torch.allclose(norms["candidates"].mean, stage_one_mean)
+    saved = model.trainable_state_dict()
+    assert {"hidden_norm_stage", "hidden_norm.users.mean", "hidden_norm.candidates.variance"} <= set(saved)
+    _, loaded, _ = build(tiny_llm, slice_path, stage_root, candidate_score="user_item", encoder_residual=False,
+                         hidden_norm="standardize")
+    loaded.load_state_dict({**model.state_dict()}, strict=False)
+    loaded.set_stage(2)
+    loaded.eval()
+    calls = []
+    loaded.calibrate_hidden = lambda: calls.append(1)
+    assert torch.allclose(loaded.candidate_scores(batch, lists), model.candidate_scores(batch, lists), atol=1e-5)
+    assert not calls  # a loaded model scores with the saved statistics, never reads them again
+    _, paper, _ = build(tiny_llm, slice_path, stage_root)
+    assert paper.hidden_norm is None and not any(k.startswith("hidden_norm") for k in paper.trainable_state_dict())
+    config = Config("RSLLM", "ml100k-slice", config_dict={**options, "rsllm_prompt_template": "{history} {candidates}",
+                                                          "placeholder_token": None, "encoder_residual": False,
+                                                          "candidate_score": "sum", "user_item_weight": 0.0,
+                                                          "hidden_norm": "standardize"}, check=False)
+    with pytest.raises(OptionError, match="hidden_norm: standardize changes the user-item cosine only"):
+        check_run(config, RSLLM)

@@ -25,6 +25,13 @@ the one candidate it names (ValidRatio, HitRatio@1).
 Ours (``user_token``): the text-ID prompt ends with one more placeholder whose input embedding is the projected state
 of the frozen recommender over the user's history (the vector its own ranking scores items against), so the user
 position reads the recommender's view of the user as the candidates' ID tokens carry its view of each item.
+
+Ours (``hidden_norm: standardize``): the user-item cosine reads the user's state and each candidate's mean state
+standardised per dimension (``Standardiser``, one for users and one for candidates), by their mean and spread over
+``CALIBRATION_ROWS`` training rows spread evenly over the training split, at the weights each stage starts from (one
+pass of those prompts before the stage's first step, or before the first scoring). A frozen LLM's states share one
+large direction, so the raw cosines of a user with its 20 candidates differ by about 0.002 and the user-item term
+starts with almost no signal to follow.
 """
 
 import torch
@@ -36,7 +43,7 @@ from recbole_cora.data.candidates import parse_choice
 from recbole_cora.data.list_prompts import ListPromptBuilder
 from recbole_cora.llm.loading import execution_device
 from recbole_cora.llm.peft_lora import inject_lora, is_lora, set_lora_dropout_mode
-from recbole_cora.llm.scoring import continuation_logprobs, greedy_answers
+from recbole_cora.llm.scoring import Standardiser, continuation_logprobs, greedy_answers
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, encoder_residual
 from recbole_cora.model.encoders import FrozenSequentialRecommender
 
@@ -50,6 +57,7 @@ class RSLLM(LLMRecommender):
     prompt_shows_candidates = True  # example_prompt shows a user's history and candidate list
     prompt_templates = {"rsllm_prompt_template": (("history", "candidates"), (), ())}
     uses_placeholder = True  # every item's ID token (checked to be one token before anything trains)
+    CALIBRATION_ROWS = 64  # hidden_norm: standardize reads this many training rows' prompts per stage
 
     @classmethod
     def required_stages(cls, config):
@@ -78,6 +86,11 @@ class RSLLM(LLMRecommender):
         self.candidate_score = config["candidate_score"] or "sum"
         self.user_token = bool(config["user_token"])
         self.residual = encoder_residual(config)
+        self.hidden_norm = None
+        if (config["hidden_norm"] or "none") == "standardize":
+            self.hidden_norm = nn.ModuleDict({"users": Standardiser(self.d_model), "candidates": Standardiser(self.d_model)})
+            self.register_buffer("hidden_norm_stage", torch.zeros((), dtype=torch.long))  # the stage it was read at
+            self.calibration = self.calibration_rows(dataset, int(config["eval_batch_size"] or 4))
         self.max_answer_tokens = int(config["max_answer_tokens"])
         longest = max(range(1, self.n_items), key=lambda i: len(self.prompts.answer_ids(i)))
         if len(self.prompts.answer_ids(longest)) > self.max_answer_tokens:
@@ -96,7 +109,18 @@ class RSLLM(LLMRecommender):
             if (config["candidate_score"] or "sum") != "user_item":
                 problems.append("encoder_residual adds the frozen recommender's score to the user-item cosine: set "
                                 "`candidate_score: user_item` with it (or `encoder_residual: False`).")
+        if (config["hidden_norm"] or "none") == "standardize" and not float(config["user_item_weight"]) \
+                and (config["candidate_score"] or "sum") != "user_item":
+            problems.append("hidden_norm: standardize changes the user-item cosine only, which neither the loss "
+                            "(user_item_weight 0) nor the score (candidate_score not user_item) reads: drop it or use one.")
         return problems
+
+    @classmethod
+    def plan_lines(cls, config, n_items, steps_per_epoch):
+        if (config["hidden_norm"] or "none") != "standardize":
+            return []
+        return [f"  states    hidden_norm: {cls.CALIBRATION_ROWS} training rows' prompts through the LLM before each "
+                "stage's first step (the users' and candidates' mean and spread)"]
 
     # ---------------------------------------------------------------- stages
     def reference_encoder(self):
@@ -126,23 +150,70 @@ class RSLLM(LLMRecommender):
         set_lora_dropout_mode(self.llm, mode)
         return self
 
+    # ---------------------------------------------------------------- hidden_norm: standardize
+    def calibration_rows(self, dataset, batch_size):
+        """``CALIBRATION_ROWS`` training rows (history, target) spread evenly over the training split (the same rows
+        in every process), and their lists drawn by a generator of their own (the run's RNG is left as it is)."""
+        history, target = dataset.inter_feat[self.ITEM_SEQ], dataset.inter_feat[self.ITEM_ID]
+        rows = torch.linspace(0, len(target) - 1, min(self.CALIBRATION_ROWS, len(target))).round().long()
+        history, target = history[rows].cpu(), target[rows].cpu()
+        lists = self.training_lists(history, target, generator=torch.Generator().manual_seed(0))
+        return [(history[k:k + batch_size], lists[k:k + batch_size]) for k in range(0, len(rows), batch_size)]
+
+    def standardised(self, users, candidates):
+        """The user states (rows, d) and candidate states (rows, candidates, d) the cosine reads: as they are, or with
+        ``hidden_norm: standardize`` standardised, its statistics read first at the current stage's weights."""
+        if self.hidden_norm is None:
+            return users, candidates
+        if int(self.hidden_norm_stage) != self.stage:
+            self.calibrate_hidden()
+        return self.hidden_norm["users"].standardise(users), self.hidden_norm["candidates"].standardise(candidates)
+
+    @torch.no_grad()
+    def calibrate_hidden(self):
+        """Read the users' and candidates' mean and spread from the calibration rows' prompts, with the weights as
+        they are now (eval mode: no dropout) and the current stage's prompt form; fixed until the stage changes."""
+        was_training = self.training
+        self.eval()
+        try:
+            for norm in self.hidden_norm.values():
+                norm.mean.zero_()
+                norm.variance.fill_(1.0)
+                norm.rows_seen.zero_()
+            for history, lists in self.calibration:
+                prompts = self.build_prompts(history, lists)
+                embeds, mask, _, _ = self.embed(prompts, history=history)
+                users, candidates = self.user_and_candidate_states(embeds, mask, prompts)
+                self.hidden_norm["users"].calibrate(users)
+                self.hidden_norm["candidates"].calibrate(candidates.flatten(0, 1))
+            self.hidden_norm_stage.fill_(self.stage)
+        finally:
+            self.train(was_training)
+
+    def learned_buffers(self):
+        if self.hidden_norm is None:
+            return super().learned_buffers()
+        return super().learned_buffers() | {"hidden_norm_stage"} | {
+            f"hidden_norm.{name}" for name, _ in self.hidden_norm.named_buffers()}
+
     # ---------------------------------------------------------------- inputs
-    def training_lists(self, history, target):
+    def training_lists(self, history, target, generator=None):
         """Per training row a list of ``train_candidate_count`` items in a random order: the target and items drawn
-        uniformly from those outside the row's history (the run's RNG: the same under a seed, resumed exactly)."""
+        uniformly from those outside the row's history (the run's RNG unless ``generator`` is given: the same under a
+        seed, resumed exactly)."""
         lists = torch.empty(len(target), self.train_count, dtype=torch.long)
         for row, (items, item) in enumerate(zip(history.tolist(), target.tolist())):
             excluded = set(items) | {0, item}
             chosen = []
             while len(chosen) < self.train_count - 1:
-                for draw in torch.randint(1, self.n_items, (2 * self.train_count,)).tolist():
+                for draw in torch.randint(1, self.n_items, (2 * self.train_count,), generator=generator).tolist():
                     if draw not in excluded:
                         excluded.add(draw)
                         chosen.append(draw)
                         if len(chosen) == self.train_count - 1:
                             break
             row_items = torch.tensor([item, *chosen])
-            lists[row] = row_items[torch.randperm(self.train_count)]
+            lists[row] = row_items[torch.randperm(self.train_count, generator=generator)]
         return lists
 
     def build_prompts(self, history, lists):
@@ -215,7 +286,7 @@ class RSLLM(LLMRecommender):
         logits = head(hidden[rows, cols].to(head.weight.dtype)).float()
         terms = {"lm": F.cross_entropy(logits, torch.tensor(tokens, device=logits.device))}
         users = hidden[torch.arange(len(prompts), device=device), torch.tensor([len(p.ids) - 1 for p in prompts], device=device)]
-        candidates = self.span_means(hidden, prompts)
+        users, candidates = self.standardised(users, self.span_means(hidden, prompts))
         positions = (lists == target.view(-1, 1)).float().argmax(dim=1).to(device)
         terms["user_item"] = info_nce(users, candidates, positions, self.temperatures["user_item"])
         if projected is not None:
@@ -288,10 +359,15 @@ class RSLLM(LLMRecommender):
     def user_item_logits(self, embeds, mask, prompts):
         """(rows, candidates): the cosine of each row's user (the prompt's last hidden state) with each candidate (the
         mean last hidden state over its title's tokens in the same prompt), over ``user_item_temperature``."""
+        users, candidates = self.standardised(*self.user_and_candidate_states(embeds, mask, prompts))
+        return cosines(users, candidates) / self.temperatures["user_item"]
+
+    def user_and_candidate_states(self, embeds, mask, prompts):
+        """(rows, d) and (rows, candidates, d): the prompt's last hidden state and each candidate's mean state
+        (``span_means``), from one pass over the prompts."""
         hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
         last = torch.tensor([len(p.ids) - 1 for p in prompts], device=hidden.device)
-        users = hidden[torch.arange(len(prompts), device=hidden.device), last]
-        return cosines(users, self.span_means(hidden, prompts)) / self.temperatures["user_item"]
+        return hidden[torch.arange(len(prompts), device=hidden.device), last], self.span_means(hidden, prompts)
 
     @torch.inference_mode()
     def residual_parts(self, interaction, lists):
