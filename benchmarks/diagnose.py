@@ -169,6 +169,13 @@ def main(argv=None):
     out = Path(args.out or f"diagnosis-{args.model}")
     out.mkdir(parents=True, exist_ok=True)
     config = Config(args.model, None, files, {"state": "WARNING", "show_progress": False}, overrides)
+    scores_note = None
+    if config["encoder_residual"]:
+        # validation is skipped, so the residual's gate is never fitted and stays 0: the fused ranking would be the
+        # frozen encoder's before and after training. The diagnosis scores the LLM's own score instead.
+        config["encoder_residual"] = False
+        scores_note = ("the LLM's own score (`encoder_residual` off here: validation is skipped, so its gate would "
+                       "stay 0 and the ranking would be the frozen encoder's)")
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -195,7 +202,7 @@ def main(argv=None):
     baseline, baseline_text = trivial_loss(config, train_data, model)
     report = {"model": config["model"], "task": config["task"], "config_files": [Path(f).name for f in files],
               "overrides": overrides, "train_rows": len(train_data._dataset), "test_rows": len(rows),
-              "trivial_loss": baseline, "trivial_loss_is": baseline_text}
+              "trivial_loss": baseline, "trivial_loss_is": baseline_text, "scores": scores_note}
     started = time.time()
 
     def measure(trainer):
@@ -249,7 +256,8 @@ def markdown(report):
     command = " ".join([f"--model {report['model']}"] + report["overrides"])
     lines = [f"# Diagnosis of {report['model']} ({report['task']} task; {', '.join(report['config_files'])})", "",
              f"Command: `python benchmarks/diagnose.py {command}`. Train rows {report['train_rows']}, test "
-             f"rows/users {report['test_rows']}; training {report['train_seconds']} s, all {report['seconds']} s.", ""]
+             f"rows/users {report['test_rows']}; training {report['train_seconds']} s, all {report['seconds']} s."
+             + (f" Scored: {report['scores']}." if report.get("scores") else ""), ""]
     keys = sorted(set(report["untrained"]) - {"metrics"} | set(report["trained"]) - {"metrics"})
     metrics = sorted(set(report["untrained"]["metrics"]) & set(report["trained"]["metrics"]))
     lines += ["| measure | untrained | trained |", "|---|---|---|"]

@@ -159,6 +159,9 @@ def test_diagnose_reports_the_loss_against_the_trivial_one_and_what_each_model_i
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "d" / "diagnosis.json").read_text())
     assert [s["stage"] for s in report["steps"]] == [1, 1, 2, 2]  # 32 rows in batches of 16, two stages
+    # both default to the encoder residual, whose gate is fitted on valid, which a diagnosis skips: it scores the
+    # LLM's own score, and says so (else both columns would be the frozen encoder's ranking)
+    assert "LLM's own score" in report["scores"] and "Scored: the LLM's own score" in done.stdout
     assert all(s["loss"] > 0 and s["grad"] for s in report["steps"])
     assert "LoRA" in report["steps"][0]["grad"] or model == "Laser"
     for when in ("untrained", "trained"):
