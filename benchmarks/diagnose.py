@@ -220,6 +220,18 @@ def main(argv=None):
             losses.append(float(output.detach()))
 
     model.register_forward_hook(on_forward, with_kwargs=True)
+    terms = {}
+    if hasattr(model, "loss_terms"):  # a loss of several terms (RSLLM): each one per step, beside the total
+        loss_terms = model.loss_terms
+
+        def recorded_terms(interaction):
+            result = loss_terms(interaction)
+            if model.training:
+                terms.clear()
+                terms.update({name: float(value.detach()) for name, value in result.items()})
+            return result
+
+        model.loss_terms = recorded_terms
     named = {n: p for n, p in model.named_parameters()}
 
     def pre_step(opt, *_, stage=None):
@@ -231,7 +243,8 @@ def main(argv=None):
                     key = group_of(by_param.get(p, "?"))
                     norms[key] = norms.get(key, 0.0) + float(p.grad.detach().float().pow(2).sum())
         steps.append({"step": len(steps) + 1, "stage": stage, "loss": losses[-1] if losses else float("nan"),
-                      "lr": float(opt.param_groups[0]["lr"]), "grad": {k: math.sqrt(v) for k, v in sorted(norms.items())}})
+                      "lr": float(opt.param_groups[0]["lr"]), "grad": {k: math.sqrt(v) for k, v in sorted(norms.items())},
+                      "terms": dict(terms)})
 
     start = time.time()
     for k, stage in enumerate(stages):  # CoLLM's steps, Laser's and RSLLM's stages, one after the other
@@ -267,13 +280,25 @@ def markdown(report):
         before, after = report["untrained"].get(key, float("nan")), report["trained"].get(key, float("nan"))
         lines.append(f"| {key} | {before:.4f} | {after:.4f} |")
     groups = sorted({g for s in report["steps"] for g in s["grad"]})
-    lines += ["", f"Trivial loss: {report['trivial_loss']:.4f} ({report['trivial_loss_is']}).", "",
-              "| step | loss | lr | " + " | ".join(f"grad {g}" for g in groups) + " |",
-              "|---|---|---|" + "---|" * len(groups)]
+    names = loss_term_names(report)
+    lines += ["", f"Trivial loss: {report['trivial_loss']:.4f} ({report['trivial_loss_is']})."
+              + (" The loss is the sum of weighted terms; each term is shown unweighted." if names else ""), "",
+              "| step | loss | " + "".join(f"{n} | " for n in names) + "lr | "
+              + " | ".join(f"grad {g}" for g in groups) + " |",
+              "|---|---|" + "---|" * len(names) + "---|" + "---|" * len(groups)]
     for s in report["steps"]:
-        lines.append(f"| {s['step']} | {s['loss']:.4f} | {s['lr']:.2e} | "
-                     + " | ".join(f"{s['grad'].get(g, 0.0):.3e}" for g in groups) + " |")
+        lines.append(f"| {s['step']} | {s['loss']:.4f} | "
+                     + "".join(f"{s.get('terms', {}).get(n, float('nan')):.4f} | " for n in names)
+                     + f"{s['lr']:.2e} | " + " | ".join(f"{s['grad'].get(g, 0.0):.3e}" for g in groups) + " |")
     return "\n".join(lines) + "\n"
+
+
+def loss_term_names(report):
+    """The names of the loss's terms recorded per step (RSLLM: lm, user_item, id_text), in order of appearance."""
+    names = []
+    for step in report["steps"]:
+        names += [n for n in step.get("terms", {}) if n not in names]
+    return names
 
 
 def plot(report, path):
@@ -285,6 +310,9 @@ def plot(report, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     steps = [s["step"] for s in report["steps"]]
     axes[0].plot(steps, [s["loss"] for s in report["steps"]], marker=".", label="training loss (batch)")
+    for name in loss_term_names(report):
+        axes[0].plot(steps, [s.get("terms", {}).get(name, float("nan")) for s in report["steps"]], marker=".",
+                     linewidth=0.8, label=f"term {name} (unweighted)")
     axes[0].axhline(report["trivial_loss"], color="grey", linestyle="--", label=f"trivial: {report['trivial_loss_is']}")
     axes[0].set(xlabel="optimizer step", ylabel="loss", title=f"{report['model']}: loss")
     axes[0].legend(fontsize=7)

@@ -171,6 +171,12 @@ def test_diagnose_reports_the_loss_against_the_trivial_one_and_what_each_model_i
         assert 0 < report["untrained"]["item_energy_top3"] <= 1 and -1 <= report["trained"]["item_pair_cosine"] <= 1
     else:
         assert abs(report["trivial_loss"] - math.log(6)) < 1e-9
+        # each term of RSLLM's loss per step, unweighted; the total is their weighted sum (0.1 each)
+        assert [set(s["terms"]) for s in report["steps"]] == [{"lm", "user_item"}] * 2 + [{"lm", "user_item", "id_text"}] * 2
+        for s in report["steps"]:
+            t = s["terms"]
+            assert abs(s["loss"] - t["lm"] - 0.1 * t["user_item"] - 0.1 * t.get("id_text", 0.0)) < 1e-4
+        assert "| step | loss | lm | user_item | id_text | lr |" in done.stdout
         assert -1 <= report["untrained"]["spearman_score_vs_answer_length"] <= 1
     assert (tmp_path / "d" / "diagnosis.png").is_file() and "Trivial loss" in done.stdout
 
