@@ -68,6 +68,7 @@ CHOICES = {
     "candidate_score": ("sum", "mean", "user_item"),
     "item_gradient": ("none", "batch"),
     "hidden_norm": ("none", "standardize"),
+    "candidate_state": ("mean", "last"),
     "answer_loss": ("bce", "lm"),
 }
 

@@ -88,12 +88,13 @@ def test_the_cached_likelihood_of_each_candidate_equals_a_full_forward_of_each(t
     assert torch.allclose(mean.candidate_scores(batch, lists), cached / counts, atol=1e-4)
 
 
-@pytest.mark.parametrize("stage,user_token,residual", [(1, False, False), (2, False, False), (2, True, False),
-                                                        (2, True, True)])
+@pytest.mark.parametrize("stage,user_token,residual,state", [
+    (1, False, False, "mean"), (2, False, False, "mean"), (2, True, False, "mean"), (2, True, True, "mean"),
+    (1, False, False, "last"), (2, True, False, "last")])
 def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, slice_path, stage_root, stage,
-                                                                      user_token, residual):
+                                                                      user_token, residual, state):
     config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item",
-                                        user_token=user_token, encoder_residual=residual)
+                                        user_token=user_token, encoder_residual=residual, candidate_state=state)
     model.set_stage(stage)
     model.eval()
     rows = [0, 5, 9]
@@ -115,6 +116,12 @@ def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, s
             hidden = model.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[0]
             for c, (start, end) in enumerate(prompt.spans):
                 end += stage == 2  # a candidate's ID token follows its title and belongs to it
+                if state == "last":  # its ID token alone (stage 2), or its title's last token (stage 1)
+                    if stage == 2:  # the position of the candidate's own ID token
+                        assert (end - 1, int(lists[r, c])) in prompt.items
+                    else:
+                        assert end - 1 == start + len(model.prompts.title_ids(int(lists[r, c]))) - 1
+                    start = end - 1
                 expected = F.cosine_similarity(hidden[len(prompt.ids) - 1], hidden[start:end].mean(0), dim=0)
                 expected = encoder[r, c] + gate * expected / model.temperatures["user_item"]
                 assert torch.allclose(scores[r, c], expected, atol=1e-4), (r, c)

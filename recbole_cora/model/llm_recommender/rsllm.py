@@ -85,6 +85,7 @@ class RSLLM(LLMRecommender):
                              "id_text": float(config["id_text_temperature"])}
         self.candidate_score = config["candidate_score"] or "sum"
         self.user_token = bool(config["user_token"])
+        self.candidate_state = config["candidate_state"] or "mean"
         self.residual = encoder_residual(config)
         self.hidden_norm = None
         if (config["hidden_norm"] or "none") == "standardize":
@@ -299,11 +300,16 @@ class RSLLM(LLMRecommender):
         return encoder.gather(1, lists.to(encoder.device))
 
     def span_means(self, hidden, prompts):
-        """(rows, candidates, d): the mean of the LLM's last hidden states over each candidate's title tokens and, in
-        the text-ID form, its ID token (which follows the title: a title token cannot attend to it)."""
+        """(rows, candidates, d): each candidate's state in its prompt (``candidate_state``). mean: the mean of the
+        LLM's last hidden states over its title tokens and, in the text-ID form, its ID token (which follows the
+        title: a title token cannot attend to it); last: the state at the last of those positions (its ID token in
+        the text-ID form, which has read the whole title; else the title's last token)."""
         out, extra = [], int(self.with_ids)
         for k, prompt in enumerate(prompts):
-            out.append(torch.stack([hidden[k, start:end + extra].mean(dim=0) for start, end in prompt.spans]))
+            if self.candidate_state == "last":
+                out.append(hidden[k, [end + extra - 1 for _, end in prompt.spans]])
+            else:
+                out.append(torch.stack([hidden[k, start:end + extra].mean(dim=0) for start, end in prompt.spans]))
         return torch.stack(out)
 
     def item_text(self, items):
