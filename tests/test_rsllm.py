@@ -363,6 +363,12 @@ def test_a_bad_template_or_placeholder_is_refused_before_anything_trains(tiny_ll
                                                           "candidate_score": "sum"}, check=False)
     with pytest.raises(OptionError, match="encoder_residual adds .* set `candidate_score: user_item`"):
         check_run(config, RSLLM)
+    config = Config("RSLLM", "ml100k-slice", config_dict={**options, "rsllm_prompt_template": "{history} {candidates}",
+                                                          "placeholder_token": None, "encoder_residual": False,
+                                                          "candidate_score": "sum", "user_item_weight": 0.0,
+                                                          "hidden_norm": "standardize"}, check=False)
+    with pytest.raises(OptionError, match="hidden_norm: standardize changes the user-item cosine only"):
+        check_run(config, RSLLM)
 
 
 def test_hidden_norm_standardises_users_and_candidates_by_each_stage_s_calibration_rows_and_is_saved(
@@ -422,9 +428,3 @@ def test_hidden_norm_standardises_users_and_candidates_by_each_stage_s_calibrati
     assert not calls  # a loaded model scores with the saved statistics, never reads them again
     _, paper, _ = build(tiny_llm, slice_path, stage_root)
     assert paper.hidden_norm is None and not any(k.startswith("hidden_norm") for k in paper.trainable_state_dict())
-    config = Config("RSLLM", "ml100k-slice", config_dict={**options, "rsllm_prompt_template": "{history} {candidates}",
-                                                          "placeholder_token": None, "encoder_residual": False,
-                                                          "candidate_score": "sum", "user_item_weight": 0.0,
-                                                          "hidden_norm": "standardize"}, check=False)
-    with pytest.raises(OptionError, match="hidden_norm: standardize changes the user-item cosine only"):
-        check_run(config, RSLLM)
