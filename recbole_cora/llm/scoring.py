@@ -85,6 +85,13 @@ class Standardiser(nn.Module):
         self.register_buffer("variance", torch.ones(d_model))
         self.register_buffer("rows_seen", torch.zeros((), dtype=torch.long))
 
+    @torch.no_grad()
+    def reset(self):
+        """Forget the statistics read so far (the identity again, until rows are folded in anew)."""
+        self.mean.zero_()
+        self.variance.fill_(1.0)
+        self.rows_seen.zero_()
+
     @property
     def calibrated(self):
         return int(self.rows_seen) >= self.calibration_rows

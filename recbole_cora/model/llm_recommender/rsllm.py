@@ -30,8 +30,8 @@ Ours (``hidden_norm: standardize``): the user-item cosine reads the user's state
 standardised per dimension (``Standardiser``, one for users and one for candidates), by their mean and spread over
 ``CALIBRATION_ROWS`` training rows spread evenly over the training split, at the weights each stage starts from (one
 pass of those prompts before the stage's first step, or before the first scoring). A frozen LLM's states share one
-large direction, so the raw cosines of a user with its 20 candidates differ by about 0.002 and the user-item term
-starts with almost no signal to follow.
+large direction, so the raw cosines of a user with its 20 candidates differ by a few hundredths and the user-item
+term starts with little signal to follow.
 """
 
 import torch
@@ -178,9 +178,7 @@ class RSLLM(LLMRecommender):
         self.eval()
         try:
             for norm in self.hidden_norm.values():
-                norm.mean.zero_()
-                norm.variance.fill_(1.0)
-                norm.rows_seen.zero_()
+                norm.reset()
             for history, lists in self.calibration:
                 prompts = self.build_prompts(history, lists)
                 embeds, mask, _, _ = self.embed(prompts, history=history)
@@ -286,8 +284,7 @@ class RSLLM(LLMRecommender):
         rows, cols = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
         logits = head(hidden[rows, cols].to(head.weight.dtype)).float()
         terms = {"lm": F.cross_entropy(logits, torch.tensor(tokens, device=logits.device))}
-        users = hidden[torch.arange(len(prompts), device=device), torch.tensor([len(p.ids) - 1 for p in prompts], device=device)]
-        users, candidates = self.standardised(users, self.span_means(hidden, prompts))
+        users, candidates = self.standardised(*self.states_in(hidden, prompts))
         positions = (lists == target.view(-1, 1)).float().argmax(dim=1).to(device)
         terms["user_item"] = info_nce(users, candidates, positions, self.temperatures["user_item"])
         if projected is not None:
@@ -299,7 +296,7 @@ class RSLLM(LLMRecommender):
         encoder = self.sequence_encoder.full_sort_predict(interaction)
         return encoder.gather(1, lists.to(encoder.device))
 
-    def span_means(self, hidden, prompts):
+    def candidate_states(self, hidden, prompts):
         """(rows, candidates, d): each candidate's state in its prompt (``candidate_state``). mean: the mean of the
         LLM's last hidden states over its title tokens and, in the text-ID form, its ID token (which follows the
         title: a title token cannot attend to it); last: the state at the last of those positions (its ID token in
@@ -370,10 +367,15 @@ class RSLLM(LLMRecommender):
 
     def user_and_candidate_states(self, embeds, mask, prompts):
         """(rows, d) and (rows, candidates, d): the prompt's last hidden state and each candidate's mean state
-        (``span_means``), from one pass over the prompts."""
+        (``candidate_states``), from one pass over the prompts."""
         hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        return self.states_in(hidden, prompts)
+
+    def states_in(self, hidden, prompts):
+        """(rows, d) and (rows, candidates, d) of the prompts' last hidden states ``hidden``: each user's (the prompt's
+        last position) and each candidate's (``candidate_states``)."""
         last = torch.tensor([len(p.ids) - 1 for p in prompts], device=hidden.device)
-        return hidden[torch.arange(len(prompts), device=hidden.device), last], self.span_means(hidden, prompts)
+        return hidden[torch.arange(len(prompts), device=hidden.device), last], self.candidate_states(hidden, prompts)
 
     @torch.inference_mode()
     def residual_parts(self, interaction, lists):
