@@ -428,3 +428,46 @@ def test_hidden_norm_standardises_users_and_candidates_by_each_stage_s_calibrati
     assert not calls  # a loaded model scores with the saved statistics, never reads them again
     _, paper, _ = build(tiny_llm, slice_path, stage_root)
     assert paper.hidden_norm is None and not any(k.startswith("hidden_norm") for k in paper.trainable_state_dict())
+
+
+def test_user_item_head_maps_each_side_before_the_cosine_trains_at_its_own_rate_and_is_saved(
+        tiny_llm, slice_path, stage_root):
+    config, model, (train, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item",
+                                            encoder_residual=False, user_item_head_size=8, user_item_head_lr=0.05)
+    head = model.user_item_head
+    assert head["users"].out_features == head["candidates"].out_features == 8
+    groups = model.parameter_groups()
+    assert len(groups) == 2 and groups[1]["lr"] == 0.05
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in head.parameters()}
+    assert not {id(p) for p in groups[0]["params"]} & {id(p) for p in head.parameters()}
+    model.eval()
+    rows = [0, 5]
+    batch = first_batch(test, rows)
+    lists = candidate_lists(config, test._dataset)[torch.tensor(rows)]
+    with torch.no_grad():  # the score: the cosine of the two maps' outputs, over the temperature
+        prompts = model.build_prompts(batch["item_id_list"], lists)
+        embeds, mask, _, _ = model.embed(prompts, history=batch["item_id_list"])
+        u, c = model.user_and_candidate_states(embeds, mask, prompts)
+        expected = F.cosine_similarity(head["users"](u).unsqueeze(1), head["candidates"](c), dim=-1) \
+            / model.temperatures["user_item"]
+    assert torch.allclose(model.candidate_scores(batch, lists), expected, atol=1e-5)
+    for stage in (1, 2):  # the head trains in both stages, from the user-item term
+        model.set_stage(stage)
+        model.train()
+        model.zero_grad()
+        model.loss_terms(first_batch(train, range(4)))["user_item"].backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    saved = model.trainable_state_dict()
+    assert {"user_item_head.users.weight", "user_item_head.candidates.bias"} <= set(saved)
+    _, plain, _ = build(tiny_llm, slice_path, stage_root)
+    assert plain.user_item_head is None and len(plain.parameter_groups()) == 1
+
+
+def test_user_item_head_is_refused_where_nothing_reads_the_cosine(tiny_llm, slice_path):
+    from recbole_cora.checks import OptionError, check_run
+
+    options = {**SMALL_RSLLM, "llm_path": tiny_llm, "data_path": slice_path, "encoder_residual": False,
+               "candidate_score": "sum", "user_item_weight": 0.0, "user_item_head_size": 16}
+    config = Config("RSLLM", "ml100k-slice", config_dict=options, check=False)
+    with pytest.raises(OptionError, match="user_item_head_size maps the states of the user-item cosine"):
+        check_run(config, RSLLM)

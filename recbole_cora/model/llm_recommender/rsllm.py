@@ -32,6 +32,11 @@ standardised per dimension (``Standardiser``, one for users and one for candidat
 pass of those prompts before the stage's first step, or before the first scoring). A frozen LLM's states share one
 large direction, so the raw cosines of a user with its 20 candidates differ by a few hundredths and the user-item
 term starts with little signal to follow.
+
+Ours (``user_item_head_size``): the cosine compares the user's and the candidates' states through two trainable
+linear maps (one per side) to a smaller space, trained at ``user_item_head_lr``. A frozen LLM carries the projected
+ID tokens' order through its layers, but along other directions than the raw states' (their raw cosine can even
+rank against SASRec in the middle layers); a linear map per side finds them in a few steps.
 """
 
 import torch
@@ -86,6 +91,11 @@ class RSLLM(LLMRecommender):
         self.candidate_score = config["candidate_score"] or "sum"
         self.user_token = bool(config["user_token"])
         self.candidate_state = config["candidate_state"] or "mean"
+        # user_item_head (ours): the cosine compares the states through two trainable linear maps (users, candidates)
+        size = int(config["user_item_head_size"] or 0)
+        self.user_item_head = nn.ModuleDict({"users": nn.Linear(self.d_model, size),
+                                             "candidates": nn.Linear(self.d_model, size)}) if size else None
+        self.user_item_head_lr = config["user_item_head_lr"]
         self.residual = encoder_residual(config)
         self.hidden_norm = None
         if (config["hidden_norm"] or "none") == "standardize":
@@ -110,10 +120,16 @@ class RSLLM(LLMRecommender):
             if (config["candidate_score"] or "sum") != "user_item":
                 problems.append("encoder_residual adds the frozen recommender's score to the user-item cosine: set "
                                 "`candidate_score: user_item` with it (or `encoder_residual: False`).")
-        if (config["hidden_norm"] or "none") == "standardize" and not float(config["user_item_weight"]) \
-                and (config["candidate_score"] or "sum") != "user_item":
+        unread = not float(config["user_item_weight"]) and (config["candidate_score"] or "sum") != "user_item"
+        if (config["hidden_norm"] or "none") == "standardize" and unread:
             problems.append("hidden_norm: standardize changes the user-item cosine only, which neither the loss "
                             "(user_item_weight 0) nor the score (candidate_score not user_item) reads: drop it or use one.")
+        if config["user_item_head_size"] and unread:
+            problems.append("user_item_head_size maps the states of the user-item cosine, which neither the loss "
+                            "(user_item_weight 0) nor the score (candidate_score not user_item) reads: set it to ~ or "
+                            "use one.")
+        if config["user_item_head_size"] is not None and int(config["user_item_head_size"]) < 0:
+            problems.append(f"user_item_head_size {config['user_item_head_size']}: use ~ (no head) or a positive width.")
         return problems
 
     @classmethod
@@ -160,6 +176,25 @@ class RSLLM(LLMRecommender):
         history, target = history[rows].cpu(), target[rows].cpu()
         lists = self.training_lists(history, target, generator=torch.Generator().manual_seed(0))
         return [(history[k:k + batch_size], lists[k:k + batch_size]) for k in range(0, len(rows), batch_size)]
+
+    def compared(self, users, candidates):
+        """The user states (rows, d) and candidate states (rows, candidates, d) as the user-item cosine compares them:
+        ``standardised``, then through ``user_item_head``'s two linear maps where there is one."""
+        users, candidates = self.standardised(users, candidates)
+        if self.user_item_head is None:
+            return users, candidates
+        weight = self.user_item_head["users"].weight
+        return (self.user_item_head["users"](users.to(weight)),
+                self.user_item_head["candidates"](candidates.to(weight)))
+
+    def parameter_groups(self):
+        """With ``user_item_head_size`` and ``user_item_head_lr``, the head trains at its own peak rate."""
+        groups = super().parameter_groups()
+        if self.user_item_head is None or not self.user_item_head_lr:
+            return groups
+        head = {id(p) for p in self.user_item_head.parameters()}
+        rest = [p for p in groups[0]["params"] if id(p) not in head]
+        return [{"params": rest}, {"params": list(self.user_item_head.parameters()), "lr": float(self.user_item_head_lr)}]
 
     def standardised(self, users, candidates):
         """The user states (rows, d) and candidate states (rows, candidates, d) the cosine reads: as they are, or with
@@ -284,7 +319,7 @@ class RSLLM(LLMRecommender):
         rows, cols = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
         logits = head(hidden[rows, cols].to(head.weight.dtype)).float()
         terms = {"lm": F.cross_entropy(logits, torch.tensor(tokens, device=logits.device))}
-        users, candidates = self.standardised(*self.states_in(hidden, prompts))
+        users, candidates = self.compared(*self.states_in(hidden, prompts))
         positions = (lists == target.view(-1, 1)).float().argmax(dim=1).to(device)
         terms["user_item"] = info_nce(users, candidates, positions, self.temperatures["user_item"])
         if projected is not None:
@@ -360,9 +395,9 @@ class RSLLM(LLMRecommender):
         return logits if self.residual is None else self.residual(self.encoder_list_scores(interaction, lists), logits)
 
     def user_item_logits(self, embeds, mask, prompts):
-        """(rows, candidates): the cosine of each row's user (the prompt's last hidden state) with each candidate (the
-        mean last hidden state over its title's tokens in the same prompt), over ``user_item_temperature``."""
-        users, candidates = self.standardised(*self.user_and_candidate_states(embeds, mask, prompts))
+        """(rows, candidates): the cosine of each row's user (the prompt's last hidden state) with each candidate (its
+        state in the same prompt: ``candidate_states``), as ``compared`` maps them, over ``user_item_temperature``."""
+        users, candidates = self.compared(*self.user_and_candidate_states(embeds, mask, prompts))
         return cosines(users, candidates) / self.temperatures["user_item"]
 
     def user_and_candidate_states(self, embeds, mask, prompts):
