@@ -145,7 +145,7 @@ def test_rsllm_learns_a_next_item_its_sequential_encoder_carries(tiny_llm, data_
     "on the same 16 rows its answer loss goes from 6.91 to 6.66 (ln 1024 = 6.93)."))
 def test_rsllm_in_the_paper_s_form_learns_a_next_item_its_sequential_encoder_carries(tiny_llm, data_root, tmp_path):
     options = {**RSLLM_PLANTED, "llm_path": tiny_llm, "user_token": False, "candidate_score": "sum",
-               "encoder_residual": False}
+               "encoder_residual": False, "user_item_head_size": None}
     trained, untrained, _ = trained_and_untrained("RSLLM", "planted-next", data_root, str(tmp_path), **options)
     assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.1, (trained, untrained)
 

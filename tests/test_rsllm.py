@@ -94,7 +94,8 @@ def test_the_cached_likelihood_of_each_candidate_equals_a_full_forward_of_each(t
 def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, slice_path, stage_root, stage,
                                                                       user_token, residual, state):
     config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item",
-                                        user_token=user_token, encoder_residual=residual, candidate_state=state)
+                                        user_token=user_token, encoder_residual=residual, candidate_state=state,
+                                        user_item_head_size=None)  # the head's own test maps the states first
     model.set_stage(stage)
     model.eval()
     rows = [0, 5, 9]
@@ -205,8 +206,11 @@ def test_the_user_token_ends_a_stage_two_prompt_with_the_projected_state_sasrec_
 
 
 @pytest.mark.parametrize("user_token", [False, True])
-def test_each_loss_term_matches_a_plain_reference(tiny_llm, slice_path, stage_root, monkeypatch, user_token):
-    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root, user_token=user_token)
+@pytest.mark.parametrize("state, head", [("mean", None), ("last", 8)])
+def test_each_loss_term_matches_a_plain_reference(tiny_llm, slice_path, stage_root, monkeypatch, user_token, state,
+                                                  head):
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root, user_token=user_token,
+                                         candidate_state=state, user_item_head_size=head)
     model.set_stage(2)
     model.eval()
     batch = first_batch(train, range(50, 54))
@@ -225,7 +229,12 @@ def test_each_loss_term_matches_a_plain_reference(tiny_llm, slice_path, stage_ro
         lm_losses += [-logp[j, t] for j, t in enumerate(answer)]
         hidden = out.hidden_states[-1][0]
         user = hidden[start]
-        cands = torch.stack([hidden[a:b + 1].mean(0) for a, b in prompt.spans])  # the title and its ID token
+        if state == "mean":
+            cands = torch.stack([hidden[a:b + 1].mean(0) for a, b in prompt.spans])  # the title and its ID token
+        else:
+            cands = torch.stack([hidden[b] for _, b in prompt.spans])  # its ID token alone
+        if head:
+            user, cands = model.user_item_head["users"](user), model.user_item_head["candidates"](cands)
         target = lists[r].tolist().index(int(batch["item_id"][r]))
         cos = torch.stack([F.cosine_similarity(user, c, dim=0) for c in cands]) / 0.1
         ui.append(-torch.log_softmax(cos, dim=0)[target])
@@ -259,8 +268,10 @@ def test_stage_one_trains_lora_alone_stage_two_adds_the_projector_and_the_encode
         model.train()
         model.zero_grad()
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        assert all("lora_" in n or (stage == 2 and n.startswith("projector.")) for n in trainable)
+        assert all("lora_" in n or n.startswith("user_item_head.") or (stage == 2 and n.startswith("projector."))
+                   for n in trainable)
         assert any(n.startswith("projector.") for n in trainable) == (stage == 2)
+        assert any(n.startswith("user_item_head.") for n in trainable)  # the head trains in both stages
         model.calculate_loss(batch).backward()
         projector_grads = [p.grad for p in model.projector.parameters()]
         if stage == 1:
@@ -374,7 +385,8 @@ def test_a_bad_template_or_placeholder_is_refused_before_anything_trains(tiny_ll
 def test_hidden_norm_standardises_users_and_candidates_by_each_stage_s_calibration_rows_and_is_saved(
         tiny_llm, slice_path, stage_root):
     config, model, (train, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item",
-                                            encoder_residual=False, hidden_norm="standardize")
+                                            encoder_residual=False, hidden_norm="standardize",
+                                            user_item_head_size=None)
     assert sum(len(h) for h, _ in model.calibration) == RSLLM.CALIBRATION_ROWS
     assert int(model.hidden_norm_stage) == 0
     model.set_stage(1)
@@ -418,7 +430,7 @@ def test_hidden_norm_standardises_users_and_candidates_by_each_stage_s_calibrati
     saved = model.trainable_state_dict()
     assert {"hidden_norm_stage", "hidden_norm.users.mean", "hidden_norm.candidates.variance"} <= set(saved)
     _, loaded, _ = build(tiny_llm, slice_path, stage_root, candidate_score="user_item", encoder_residual=False,
-                         hidden_norm="standardize")
+                         hidden_norm="standardize", user_item_head_size=None)
     loaded.load_state_dict({**model.state_dict()}, strict=False)
     loaded.set_stage(2)
     loaded.eval()
@@ -459,7 +471,7 @@ def test_user_item_head_maps_each_side_before_the_cosine_trains_at_its_own_rate_
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
     saved = model.trainable_state_dict()
     assert {"user_item_head.users.weight", "user_item_head.candidates.bias"} <= set(saved)
-    _, plain, _ = build(tiny_llm, slice_path, stage_root)
+    _, plain, _ = build(tiny_llm, slice_path, stage_root, user_item_head_size=None)
     assert plain.user_item_head is None and len(plain.parameter_groups()) == 1
 
 
