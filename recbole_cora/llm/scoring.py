@@ -2,13 +2,16 @@
 
 * labeled: Yes/No scoring. Only the last prompt position goes through the output head, and only the rows of the
   answer tokens (a 49k-row head costs as much as several layers; two rows cost nothing);
-* next-item: ``hidden_at``, the last hidden state at one position per row (Laser's suffix token).
+* next-item: ``hidden_at``, the last hidden state at one position per row (Laser's suffix token);
+* contrastive terms: ``cosines`` and ``info_nce`` of queries against per-row choices (RSLLM's user-item and ID-text
+  terms), ``unique_first``.
 """
 
 import functools
 import inspect
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -242,3 +245,23 @@ def greedy_answers(llm, prompt_embeds, prompt_mask, max_new_tokens, eos_id):
                                  position_ids=(lengths + step).unsqueeze(1))
         hidden = out.last_hidden_state[:, -1]
     return answers
+
+
+def cosines(queries, keys):
+    """(rows, choices): cos(query_k, key_kj) of queries (rows, d) and keys (rows, choices, d), in float32."""
+    return torch.einsum("rd,rcd->rc", F.normalize(queries.float(), dim=-1), F.normalize(keys.float(), dim=-1))
+
+
+def info_nce(queries, keys, positives, temperature):
+    """Cross-entropy of cos(query_k, key_kj) / temperature over j, with ``positives[k]`` the right j; ``keys`` is
+    (rows, choices, d)."""
+    logits = cosines(queries, keys)
+    return F.cross_entropy(logits / temperature, positives.to(logits.device))
+
+
+def unique_first(items):
+    """The distinct values of ``items`` and the index of each one's first occurrence."""
+    unique, inverse = torch.unique(items, return_inverse=True)
+    first = torch.full((len(unique),), len(items), dtype=torch.long, device=items.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(items), device=items.device), reduce="amin")
+    return unique, first

@@ -208,8 +208,21 @@ class LLMRecommender(AbstractRecommender):
 
     def parameter_groups(self):
         """The trainable parameters as the optimizer's groups; a group with an "lr" trains at that peak learning rate
-        (the schedule's shape is the same for every group)."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        (the schedule's shape is the same for every group): each trainable module of ``own_rate_modules`` at its
+        rate, the rest at the run's."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = []
+        for module, lr in self.own_rate_modules():
+            own = [p for p in module.parameters() if p.requires_grad]
+            if own and lr:
+                ids = {id(p) for p in own}
+                params = [p for p in params if id(p) not in ids]
+                groups.append({"params": own, "lr": float(lr)})
+        return [{"params": params}, *groups]
+
+    def own_rate_modules(self):
+        """(module, peak learning rate) pairs of parts that train at a rate of their own (a falsy rate: the run's)."""
+        return []
 
     def learned_buffers(self):
         """Names of buffers that training fills and the model needs to score (saved with its trainable weights)."""
@@ -288,14 +301,9 @@ class LabeledLLMRecommender(LLMRecommender):
             return self.loss(scores, interaction[self.LABEL].to(scores.device).float())
         return scores
 
-    def parameter_groups(self):
+    def own_rate_modules(self):
         """With ``answer_head: trainable`` and ``answer_head_lr``, the answer head trains at its own peak rate."""
-        groups = super().parameter_groups()
-        if self.answer_head is None or not self.answer_head_lr or not self.answer_head.weight.requires_grad:
-            return groups
-        head = {id(p) for p in self.answer_head.parameters()}
-        rest = [p for p in groups[0]["params"] if id(p) not in head]
-        return [{"params": rest}, {"params": list(self.answer_head.parameters()), "lr": float(self.answer_head_lr)}]
+        return [] if self.answer_head is None else [(self.answer_head, self.answer_head_lr)]
 
     def learned_buffers(self):
         if self.answer_head is None or not self.answer_head.weight.requires_grad:  # CoLLM's step 2: saved by step 1

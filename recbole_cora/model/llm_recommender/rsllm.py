@@ -48,7 +48,8 @@ from recbole_cora.data.candidates import parse_choice
 from recbole_cora.data.list_prompts import ListPromptBuilder
 from recbole_cora.llm.loading import execution_device
 from recbole_cora.llm.peft_lora import inject_lora, is_lora, set_lora_dropout_mode
-from recbole_cora.llm.scoring import Standardiser, continuation_logprobs, greedy_answers
+from recbole_cora.llm.scoring import (Standardiser, continuation_logprobs, cosines, greedy_answers, info_nce,
+                                     unique_first)
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, encoder_residual
 from recbole_cora.model.encoders import FrozenSequentialRecommender
 
@@ -187,14 +188,9 @@ class RSLLM(LLMRecommender):
         return (self.user_item_head["users"](users.to(weight)),
                 self.user_item_head["candidates"](candidates.to(weight)))
 
-    def parameter_groups(self):
+    def own_rate_modules(self):
         """With ``user_item_head_size`` and ``user_item_head_lr``, the head trains at its own peak rate."""
-        groups = super().parameter_groups()
-        if self.user_item_head is None or not self.user_item_head_lr:
-            return groups
-        head = {id(p) for p in self.user_item_head.parameters()}
-        rest = [p for p in groups[0]["params"] if id(p) not in head]
-        return [{"params": rest}, {"params": list(self.user_item_head.parameters()), "lr": float(self.user_item_head_lr)}]
+        return [] if self.user_item_head is None else [(self.user_item_head, self.user_item_head_lr)]
 
     def standardised(self, users, candidates):
         """The user states (rows, d) and candidate states (rows, candidates, d) the cosine reads: as they are, or with
@@ -437,22 +433,3 @@ class RSLLM(LLMRecommender):
         ids = greedy_answers(self.llm, embeds, mask, self.max_answer_tokens, self.prompts.eos_id)
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
 
-
-def cosines(queries, keys):
-    """(rows, choices): cos(query_k, key_kj) of queries (rows, d) and keys (rows, choices, d), in float32."""
-    return torch.einsum("rd,rcd->rc", F.normalize(queries.float(), dim=-1), F.normalize(keys.float(), dim=-1))
-
-
-def info_nce(queries, keys, positives, temperature):
-    """Cross-entropy of cos(query_k, key_kj) / temperature over j, with ``positives[k]`` the right j; ``keys`` is
-    (rows, choices, d)."""
-    logits = cosines(queries, keys)
-    return F.cross_entropy(logits / temperature, positives.to(logits.device))
-
-
-def unique_first(items):
-    """The distinct values of ``items`` and the index of each one's first occurrence."""
-    unique, inverse = torch.unique(items, return_inverse=True)
-    first = torch.full((len(unique),), len(items), dtype=torch.long, device=items.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(len(items), device=items.device), reduce="amin")
-    return unique, first
