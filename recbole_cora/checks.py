@@ -222,6 +222,16 @@ def declared_options():
     return frozenset(keys)
 
 
+@functools.lru_cache(maxsize=1)
+def package_options():
+    """The options this package's own option files declare (``properties/``): overall, task, model and presets."""
+    keys = set()
+    for path in PROPERTIES_DIR.rglob("*.yaml"):
+        values = yaml.safe_load(path.read_text()) or {}
+        keys |= set(values) if isinstance(values, dict) else set()
+    return frozenset(keys)
+
+
 def unknown_options(config):
     """``(option, where, suggestion)`` for each option the user gave (YAML files, ``config_dict``, command line) that
     no option file declares: RecBole takes any key, so a misspelled option would be silently ignored."""

@@ -268,3 +268,60 @@ def test_a_loaded_run_whose_stage_folder_is_gone_is_refused(cora_run, tmp_path):
     (copy / "config.json").write_text(json.dumps(saved))
     with pytest.raises(RunLoadError, match=r"the stage folder '.*cf-stage-deleted' \(cf_stage_dir\) this run read is gone"):
         load_run(copy)
+
+
+def _saved_copy(cora_run, tmp_path, change):
+    import shutil
+
+    from recbole_cora.runs import find_saved_model
+
+    _, folder = find_saved_model(cora_run["results_dir"])
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    saved = json.loads((copy / "config.json").read_text())
+    change(saved)
+    (copy / "config.json").write_text(json.dumps(saved))
+    return copy
+
+
+def test_a_run_saved_before_an_option_existed_loads_with_the_value_that_rebuilds_it(cora_run, tmp_path):
+    # A run of a version without answer_head: its config.json lacks the key; it rebuilds with ADDED_OPTIONS' value
+    def older(saved):
+        for key in ("answer_head", "answer_head_lr"):
+            saved["config"].pop(key)
+
+    run = load_run(_saved_copy(cora_run, tmp_path, older))
+    assert run.config["answer_head"] == "frozen" and run.model.answer_head is None
+    assert run.evaluate("test")["auc"] == cora_run["test_result"]["auc"]
+
+
+def test_a_run_whose_default_changed_since_rebuilds_with_what_it_trained_with(cora_run, tmp_path):
+    # lora_rank 4, as though 4 had been the default then: the record has no lora_rank, config.json says 4
+    def default_then(saved):
+        saved["run"]["options"].pop("lora_rank")
+        assert saved["config"]["lora_rank"] == 4
+
+    run = load_run(_saved_copy(cora_run, tmp_path, default_then))
+    assert run.config["lora_rank"] == 4
+    assert run.evaluate("test")["auc"] == cora_run["test_result"]["auc"]
+
+
+def test_a_missing_option_no_later_version_declared_is_refused_by_name(cora_run, tmp_path):
+    def unknown(saved):
+        saved["run"]["options"].pop("query_width")
+        saved["config"].pop("query_width")
+
+    with pytest.raises(RunLoadError, match=r"without the option\(s\) \['query_width'\]"):
+        load_run(_saved_copy(cora_run, tmp_path, unknown))
+
+
+def test_every_option_added_since_the_first_saved_runs_says_how_older_runs_rebuild():
+    # tests/option_keys.txt: the package's options when ADDED_OPTIONS was last brought up to date. An option added
+    # since must be in ADDED_OPTIONS, with the value that rebuilds a run saved before it (then add it to the file).
+    from recbole_cora.checks import package_options
+    from recbole_cora.runs.loading import ADDED_OPTIONS
+
+    listed = set(Path(__file__).with_name("option_keys.txt").read_text().split())
+    new = sorted(set(package_options()) - listed - set(ADDED_OPTIONS))
+    assert not new, f"options {new} are new: add each to runs.loading.ADDED_OPTIONS and to tests/option_keys.txt"
+    assert set(ADDED_OPTIONS) <= set(package_options())

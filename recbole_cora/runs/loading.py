@@ -8,6 +8,7 @@ from pathlib import Path
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed
 
+from recbole_cora.checks import package_options
 from recbole_cora.checkpoint import (PATH_OPTIONS, CheckpointError, config_differences, llm_identity, load_trainable,
                                      plain_config, resolve_dir, split_stage_folder, stage_folder)
 from recbole_cora.compat import make_run_dirs, release_previous_run_logging, silence_recbole_warnings
@@ -22,6 +23,19 @@ from recbole_cora.utils import create_dataset, get_model
 FREE_OPTIONS = {"show_progress", "state", "eval_batch_size", "eval_rows", "curve_epochs", "resume", "device_map",
                 "llm_max_memory", "llm_offload_dir", "results_dir", "checkpoint_dir", "trust_remote_code"}
 STAGE_DIR_OPTIONS = ("cf_stage_dir", "reclora_stage_dir", "sequence_stage_dir")  # the stage folders a run reads
+
+# Options added to the package after runs were first saved, each with the value that rebuilds a run saved before it
+# existed (what that version computed). A run's config.json holds every option of the version that trained it, so
+# an option it lacks is one of these. Adding an option means adding it here (tests/test_loading.py checks it).
+ADDED_OPTIONS = {
+    "item_gradient": "none", "center_vectors": False, "item_refresh_steps": None,  # Laser
+    "user_token": False,  # RSLLM
+    "encoder_residual": False,  # Laser, RSLLM
+    "answer_loss": "bce", "answer_head": "frozen", "answer_head_lr": None,  # TALLRec (answer_head: every model)
+    "cf_stage_dir": None, "reclora_stage_dir": None,
+    "hidden_norm": "none",  # Laser, RSLLM
+    "candidate_state": "mean", "user_item_head_size": None, "user_item_head_lr": None,  # RSLLM
+}
 
 
 def load_data_and_model(run, **overrides):
@@ -48,6 +62,24 @@ def _recorded_options(record):
     same key), so applying them again would overwrite what the command line chose."""
     options = dict(record["options"])
     options.pop("model_options", None)
+    return options
+
+
+def _rebuild_options(record, saved_config):
+    """The options that rebuild a run: those it recorded, and where this version's default of one of the
+    package's options differs from what the run's config.json says it trained with, that value (a default that
+    changed since); an option the run's version did not have takes its ``ADDED_OPTIONS`` value."""
+    options = _recorded_options(record)
+    today = plain_config(Config(config_dict={**options, "state": "WARNING"}, check=False))
+    ours = package_options()
+    for key, value in today.items():
+        if key in options or key in PATH_OPTIONS or key in FREE_OPTIONS or key == "model_options" or key not in ours:
+            continue
+        if key not in saved_config:
+            if key in ADDED_OPTIONS:
+                options[key] = ADDED_OPTIONS[key]
+        elif saved_config[key] != value:
+            options[key] = saved_config[key]
     return options
 
 
@@ -80,9 +112,17 @@ def _load_llm_run(folder, overrides):
     saved = read_saved_config(folder)
     record = saved["run"]
     check_run_record(record, folder / "config.json")
-    config, dataset, splits = _build(_recorded_options(record), overrides)
+    config, dataset, splits = _build(_rebuild_options(record, saved["config"]), overrides)
     ignored = set(PATH_OPTIONS) | FREE_OPTIONS | {"model_options"}  # paths were made absolute; these may change
-    diff = config_differences(*({k: v for k, v in c.items() if k not in ignored} for c in (saved["config"], plain_config(config))))
+    ignored |= set(ADDED_OPTIONS) - set(saved["config"])  # options of later versions, set to their ADDED_OPTIONS value
+    current = plain_config(config)
+    unknown = sorted(key for key in set(current) - set(saved["config"]) - ignored if key in package_options())
+    if unknown:
+        raise RunLoadError(
+            f"'{folder}' was saved by a recbole-cora without the option(s) {unknown}, and this version does not say "
+            "which value rebuilds such a run. Use the version that trained it, or train again."
+        )
+    diff = config_differences(*({k: v for k, v in c.items() if k not in ignored} for c in (saved["config"], current)))
     if diff:
         raise RunLoadError(
             f"'{folder}' rebuilds with other options than it was trained with ({diff}): this recbole-cora's defaults "
