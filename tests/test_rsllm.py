@@ -88,14 +88,29 @@ def test_the_cached_likelihood_of_each_candidate_equals_a_full_forward_of_each(t
     assert torch.allclose(mean.candidate_scores(batch, lists), cached / counts, atol=1e-4)
 
 
-@pytest.mark.parametrize("stage,user_token,residual,state", [
-    (1, False, False, "mean"), (2, False, False, "mean"), (2, True, False, "mean"), (2, True, True, "mean"),
-    (1, False, False, "last"), (2, True, False, "last")])
+def layer_output(model, layer, embeds, mask):
+    """The output of decoder layer ``layer`` (1-based) of one pass, caught by a hook on that layer."""
+    caught = []
+    layers = model.llm.get_decoder().layers
+    hook = layers[layer - 1].register_forward_hook(lambda module, args, out: caught.append(
+        out[0] if isinstance(out, tuple) else out))
+    try:
+        model.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask)
+    finally:
+        hook.remove()
+    return caught[0][0]
+
+
+@pytest.mark.parametrize("stage,user_token,residual,state,layer", [
+    (1, False, False, "mean", None), (2, False, False, "mean", None), (2, True, False, "mean", None),
+    (2, True, True, "mean", None), (1, False, False, "last", None), (2, True, False, "last", None),
+    (2, True, False, "last", 1)])
 def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, slice_path, stage_root, stage,
-                                                                      user_token, residual, state):
+                                                                      user_token, residual, state, layer):
     config, model, (_, _, test) = build(tiny_llm, slice_path, stage_root, candidate_score="user_item",
                                         user_token=user_token, encoder_residual=residual, candidate_state=state,
-                                        user_item_head_size=None)  # the head's own test maps the states first
+                                        user_item_head_size=None,  # the head's own test maps the states first
+                                        user_item_layer=layer)
     model.set_stage(stage)
     model.eval()
     rows = [0, 5, 9]
@@ -115,6 +130,9 @@ def test_the_user_item_score_is_the_cosine_the_user_item_term_trains(tiny_llm, s
             # the prompt alone: no padding
             embeds, mask, _, _ = model.embed([prompt], history=batch["item_id_list"][r:r + 1])
             hidden = model.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[0]
+            if layer is not None:  # user_item_layer: that decoder layer's output, not the last (normed) state
+                hidden = layer_output(model, layer, embeds, mask)
+                assert not torch.allclose(hidden, model.llm.get_decoder()(inputs_embeds=embeds).last_hidden_state[0])
             for c, (start, end) in enumerate(prompt.spans):
                 end += stage == 2  # a candidate's ID token follows its title and belongs to it
                 if state == "last":  # its ID token alone (stage 2), or its title's last token (stage 1)
@@ -206,11 +224,11 @@ def test_the_user_token_ends_a_stage_two_prompt_with_the_projected_state_sasrec_
 
 
 @pytest.mark.parametrize("user_token", [False, True])
-@pytest.mark.parametrize("state, head", [("mean", None), ("last", 8)])
+@pytest.mark.parametrize("state, head, layer", [("mean", None, None), ("last", 8, None), ("last", 8, 1)])
 def test_each_loss_term_matches_a_plain_reference(tiny_llm, slice_path, stage_root, monkeypatch, user_token, state,
-                                                  head):
+                                                  head, layer):
     config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root, user_token=user_token,
-                                         candidate_state=state, user_item_head_size=head)
+                                         candidate_state=state, user_item_head_size=head, user_item_layer=layer)
     model.set_stage(2)
     model.eval()
     batch = first_batch(train, range(50, 54))
@@ -227,7 +245,7 @@ def test_each_loss_term_matches_a_plain_reference(tiny_llm, slice_path, stage_ro
         start = len(prompt.ids) - 1
         logp = torch.log_softmax(out.logits[0, start: start + len(answer)].float(), dim=-1)
         lm_losses += [-logp[j, t] for j, t in enumerate(answer)]
-        hidden = out.hidden_states[-1][0]
+        hidden = out.hidden_states[-1][0] if layer is None else layer_output(model, layer, embeds, mask)
         user = hidden[start]
         if state == "mean":
             cands = torch.stack([hidden[a:b + 1].mean(0) for a, b in prompt.spans])  # the title and its ID token
@@ -475,6 +493,11 @@ def test_user_item_head_maps_each_side_before_the_cosine_trains_at_its_own_rate_
     assert plain.user_item_head is None and len(plain.parameter_groups()) == 1
 
 
+def test_user_item_layer_outside_the_llm_s_layers_is_refused_by_name(tiny_llm, slice_path, stage_root):
+    with pytest.raises(ValueError, match="user_item_layer 3: the LLM has 2 decoder layers; use 1 to 2"):
+        build(tiny_llm, slice_path, stage_root, user_item_layer=3)
+
+
 def test_user_item_head_is_refused_where_nothing_reads_the_cosine(tiny_llm, slice_path):
     from recbole_cora.checks import OptionError, check_run
 
@@ -482,4 +505,8 @@ def test_user_item_head_is_refused_where_nothing_reads_the_cosine(tiny_llm, slic
                "candidate_score": "sum", "user_item_weight": 0.0, "user_item_head_size": 16}
     config = Config("RSLLM", "ml100k-slice", config_dict=options, check=False)
     with pytest.raises(OptionError, match="user_item_head_size maps the states of the user-item cosine"):
+        check_run(config, RSLLM)
+    config = Config("RSLLM", "ml100k-slice", config_dict={**options, "user_item_head_size": None, "user_item_layer": 1},
+                    check=False)
+    with pytest.raises(OptionError, match="user_item_layer chooses the states of the user-item cosine"):
         check_run(config, RSLLM)

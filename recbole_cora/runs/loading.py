@@ -34,7 +34,7 @@ ADDED_OPTIONS = {
     "answer_loss": "bce", "answer_head": "frozen", "answer_head_lr": None,  # TALLRec (answer_head: every model)
     "cf_stage_dir": None, "reclora_stage_dir": None,
     "hidden_norm": "none",  # Laser, RSLLM
-    "candidate_state": "mean", "user_item_head_size": None, "user_item_head_lr": None,  # RSLLM
+    "candidate_state": "mean", "user_item_head_size": None, "user_item_head_lr": None, "user_item_layer": None,  # RSLLM
 }
 
 

@@ -26,17 +26,17 @@ Ours (``user_token``): the text-ID prompt ends with one more placeholder whose i
 of the frozen recommender over the user's history (the vector its own ranking scores items against), so the user
 position reads the recommender's view of the user as the candidates' ID tokens carry its view of each item.
 
-Ours (``hidden_norm: standardize``): the user-item cosine reads the user's state and each candidate's mean state
-standardised per dimension (``Standardiser``, one for users and one for candidates), by their mean and spread over
-``CALIBRATION_ROWS`` training rows spread evenly over the training split, at the weights each stage starts from (one
-pass of those prompts before the stage's first step, or before the first scoring). A frozen LLM's states share one
-large direction, so the raw cosines of a user with its 20 candidates differ by a few hundredths and the user-item
-term starts with little signal to follow.
+Ours (``hidden_norm: standardize``): the user-item cosine reads the user's and candidates' states standardised per
+dimension (``Standardiser``) by their mean and spread over ``CALIBRATION_ROWS`` training rows, read at the weights
+each stage starts from: a frozen LLM's states share one large direction, so raw cosines differ by a few hundredths.
 
 Ours (``user_item_head_size``): the cosine compares the user's and the candidates' states through two trainable
 linear maps (one per side) to a smaller space, trained at ``user_item_head_lr``. A frozen LLM carries the projected
 ID tokens' order through its layers, but along other directions than the raw states' (their raw cosine can even
 rank against SASRec in the middle layers); a linear map per side finds them in a few steps.
+
+Ours (``user_item_layer``): the user-item term reads the states a given decoder layer outputs (from the same pass)
+instead of the last hidden state, which is shaped by the final norm to predict the next token.
 """
 
 import torch
@@ -97,6 +97,10 @@ class RSLLM(LLMRecommender):
         self.user_item_head = nn.ModuleDict({"users": nn.Linear(self.d_model, size),
                                              "candidates": nn.Linear(self.d_model, size)}) if size else None
         self.user_item_head_lr = config["user_item_head_lr"]
+        self.user_item_layer = config["user_item_layer"]
+        n = self.llm.config.num_hidden_layers
+        if self.user_item_layer is not None and not 1 <= int(self.user_item_layer) <= n:
+            raise ValueError(f"user_item_layer {self.user_item_layer}: the LLM has {n} decoder layers; use 1 to {n} or ~.")
         self.residual = encoder_residual(config)
         self.hidden_norm = None
         if (config["hidden_norm"] or "none") == "standardize":
@@ -127,6 +131,10 @@ class RSLLM(LLMRecommender):
                             "(user_item_weight 0) nor the score (candidate_score not user_item) reads: drop it or use one.")
         if config["user_item_head_size"] and unread:
             problems.append("user_item_head_size maps the states of the user-item cosine, which neither the loss "
+                            "(user_item_weight 0) nor the score (candidate_score not user_item) reads: set it to ~ or "
+                            "use one.")
+        if config["user_item_layer"] is not None and unread:
+            problems.append("user_item_layer chooses the states of the user-item cosine, which neither the loss "
                             "(user_item_weight 0) nor the score (candidate_score not user_item) reads: set it to ~ or "
                             "use one.")
         if config["user_item_head_size"] is not None and int(config["user_item_head_size"]) < 0:
@@ -290,8 +298,8 @@ class RSLLM(LLMRecommender):
         return (self.prompts.text(history, items, self.with_ids, user),
                 self.prompts.build(history, items, self.with_ids, user).ids)
 
-    def prompt_lengths(self, interaction):
-        return None  # lists are drawn per batch: no fixed prompt to measure
+    def prompt_lengths(self, interaction):  # lists are drawn per batch: no fixed prompt to measure
+        return None
 
     # ---------------------------------------------------------------- training
     def loss_terms(self, interaction):
@@ -303,7 +311,7 @@ class RSLLM(LLMRecommender):
         prompts = self.build_prompts(history, lists)
         answers = [self.prompts.answer_ids(int(t)) for t in target]
         embeds, mask, projected, items = self.embed(prompts, answers, history)
-        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden, read = self.decode(embeds, mask)
         head = self.llm.get_output_embeddings()
         rows, cols, tokens = [], [], []
         for k, (prompt, answer) in enumerate(zip(prompts, answers)):
@@ -315,7 +323,7 @@ class RSLLM(LLMRecommender):
         rows, cols = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
         logits = head(hidden[rows, cols].to(head.weight.dtype)).float()
         terms = {"lm": F.cross_entropy(logits, torch.tensor(tokens, device=logits.device))}
-        users, candidates = self.compared(*self.states_in(hidden, prompts))
+        users, candidates = self.compared(*self.states_in(read, prompts))
         positions = (lists == target.view(-1, 1)).float().argmax(dim=1).to(device)
         terms["user_item"] = info_nce(users, candidates, positions, self.temperatures["user_item"])
         if projected is not None:
@@ -397,10 +405,17 @@ class RSLLM(LLMRecommender):
         return cosines(users, candidates) / self.temperatures["user_item"]
 
     def user_and_candidate_states(self, embeds, mask, prompts):
-        """(rows, d) and (rows, candidates, d): the prompt's last hidden state and each candidate's mean state
-        (``candidate_states``), from one pass over the prompts."""
-        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
-        return self.states_in(hidden, prompts)
+        """(rows, d) and (rows, candidates, d): the user's state (the prompt's last position) and each candidate's
+        (``candidate_states``), in the states ``user_item_layer`` names, from one pass over the prompts."""
+        return self.states_in(self.decode(embeds, mask)[1], prompts)
+
+    def decode(self, embeds, mask):
+        """(the last hidden states, the states the user-item term reads): the output of decoder layer
+        ``user_item_layer`` of the same pass, or (``~``) the last hidden states themselves."""
+        layer = self.user_item_layer
+        out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
+                                     output_hidden_states=layer is not None)
+        return out.last_hidden_state, (out.last_hidden_state if layer is None else out.hidden_states[int(layer)])
 
     def states_in(self, hidden, prompts):
         """(rows, d) and (rows, candidates, d) of the prompts' last hidden states ``hidden``: each user's (the prompt's
