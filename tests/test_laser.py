@@ -325,3 +325,25 @@ def test_hidden_norm_standardises_the_suffix_state_by_the_items_before_the_first
         assert torch.allclose(again.item_vectors(ids[:8]), model.item_vectors(ids[:8]), atol=1e-5)
     _, paper, _ = build(tiny_llm, slice_path, stage_root)
     assert paper.hidden_norm is None and not any(k.startswith("hidden_norm") for k in paper.trainable_state_dict())
+
+
+def test_vector_layer_projects_the_suffix_state_of_that_decoder_layer(tiny_llm, slice_path, stage_root):
+    config, model, (train, _, _) = build(tiny_llm, slice_path, stage_root, vector_layer=1)
+    model.eval()
+    ids = torch.arange(1, 6)
+    rows = model.prompts.token_ids([[int(i)] for i in ids], [0] * len(ids))
+    caught = []
+    hook = model.llm.get_decoder().layers[0].register_forward_hook(
+        lambda module, args, out: caught.append(out[0] if isinstance(out, tuple) else out))
+    with torch.no_grad():
+        states = model.suffix_states(ids.view(-1, 1), rows)[0]
+    hook.remove()
+    history = ids.view(-1, 1)
+    suffix_at = model.mformer.queries.shape[1] + torch.tensor([len(r) for r in rows])  # after the prefix and the prompt
+    assert torch.allclose(states, caught[0][torch.arange(len(ids)), suffix_at], atol=1e-5)
+    _, last, _ = build(tiny_llm, slice_path, stage_root)
+    last.eval()
+    with torch.no_grad():
+        assert not torch.allclose(states, last.suffix_states(history, rows)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="vector_layer 3: the LLM has 2 decoder layers; use 1 to 2"):
+        build(tiny_llm, slice_path, stage_root, vector_layer=3)

@@ -155,10 +155,12 @@ class AnswerScorer:
         return logits[:, 0] if self.mode == "yes_logit" else logits[:, 0] - logits[:, 1]
 
 
-def hidden_at(llm, inputs_embeds, attention_mask, positions):
-    """The next-item head's read-out: the decoder's last hidden state at ``positions`` (one per row), no KV cache.
-    The output head is never run."""
-    hidden = llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+def hidden_at(llm, inputs_embeds, attention_mask, positions, layer=None):
+    """The next-item head's read-out: the decoder's last hidden state at ``positions`` (one per row), or the output
+    of decoder layer ``layer`` (1-based) of the same pass; no KV cache. The output head is never run."""
+    out = llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False,
+                            output_hidden_states=layer is not None)
+    hidden = out.last_hidden_state if layer is None else out.hidden_states[int(layer)]
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
 
 

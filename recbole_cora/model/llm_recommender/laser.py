@@ -16,6 +16,7 @@ Stage 1 recomputes the item matrix whenever a step made it stale (before the nex
 model's matrix is always its own weights'; stage 2 keeps the best one fixed and trains on. Options
 (``properties/model/Laser.yaml``, measured in ``benchmarks/QUALITY.md``): the batch's target items encoded with
 gradient in each step, vectors centred on the mean item vector, a whole refresh every N steps.
+``vector_layer`` (ours) reads the suffix state at a middle decoder layer instead of the last.
 ``hidden_norm: standardize`` (ours) standardises the suffix state per dimension before the projection, by its
 mean and spread over the first items at the untrained weights.
 Trained: the M-Former (router, queries, blocks, projections), the suffix token and the output projection.
@@ -57,6 +58,9 @@ class Laser(NextItemLLMRecommender):
         self.hidden_norm = Standardiser(self.d_model, min(self.n_items - 1, self.CALIBRATION_ITEMS)) \
             if (config["hidden_norm"] or "none") == "standardize" else None
         self.calibration_batch = int(config["eval_batch_size"] or 64)
+        self.vector_layer = config["vector_layer"]  # ours: the suffix state of this decoder layer (~: the last)
+        if self.vector_layer is not None and not 1 <= int(self.vector_layer) <= (n := self.llm.config.num_hidden_layers):
+            raise ValueError(f"vector_layer {self.vector_layer}: the LLM has {n} decoder layers; use 1 to {n} or ~.")
         self.balance_weight = float(config["balance_weight"])
         self.stages = self.stages_of(config)
         self.set_stage(1)
@@ -129,7 +133,7 @@ class Laser(NextItemLLMRecommender):
         where = torch.arange(width, device=device).unsqueeze(0) == suffix_at.unsqueeze(1)
         inputs = torch.where(where.unsqueeze(-1), self.suffix.to(tokens), inputs)
         attention = (torch.arange(width, device=device).unsqueeze(0) <= suffix_at.unsqueeze(1)).long()
-        return hidden_at(self.llm, inputs, attention, suffix_at), load_balance_loss(item_probs, routed)
+        return hidden_at(self.llm, inputs, attention, suffix_at, self.vector_layer), load_balance_loss(item_probs, routed)
 
     def encode(self, history, token_rows):
         """Vectors for histories and their prompts: the suffix's last hidden state (standardised with
