@@ -155,6 +155,15 @@ class AnswerScorer:
         return logits[:, 0] if self.mode == "yes_logit" else logits[:, 0] - logits[:, 1]
 
 
+def decoder_layer(llm, value, option):
+    """``value`` of a layer option (``option``) as a 1-based decoder layer of ``llm``, or None (``~``: the last hidden
+    state); a number outside the LLM's layers is refused by name."""
+    layers = int(llm.config.num_hidden_layers)
+    if value is not None and not 1 <= int(value) <= layers:
+        raise ValueError(f"{option} {value}: the LLM has {layers} decoder layers; use 1 to {layers} or ~.")
+    return None if value is None else int(value)
+
+
 def hidden_at(llm, inputs_embeds, attention_mask, positions, layer=None):
     """The next-item head's read-out: the decoder's last hidden state at ``positions`` (one per row), or the output
     of decoder layer ``layer`` (1-based) of the same pass; no KV cache. The output head is never run."""

@@ -27,7 +27,7 @@ from torch import nn
 
 from recbole_cora.data.prompts import PromptBuilder
 from recbole_cora.llm.loading import execution_device
-from recbole_cora.llm.scoring import Standardiser, hidden_at
+from recbole_cora.llm.scoring import Standardiser, decoder_layer, hidden_at
 from recbole_cora.model.next_item_llm_recommender import NextItemLLMRecommender
 from recbole_cora.model.encoders import FrozenSequentialRecommender
 from recbole_cora.model.layers import MFormer, load_balance_loss
@@ -58,9 +58,7 @@ class Laser(NextItemLLMRecommender):
         self.hidden_norm = Standardiser(self.d_model, min(self.n_items - 1, self.CALIBRATION_ITEMS)) \
             if (config["hidden_norm"] or "none") == "standardize" else None
         self.calibration_batch = int(config["eval_batch_size"] or 64)
-        self.vector_layer = config["vector_layer"]  # ours: the suffix state of this decoder layer (~: the last)
-        if self.vector_layer is not None and not 1 <= int(self.vector_layer) <= (n := self.llm.config.num_hidden_layers):
-            raise ValueError(f"vector_layer {self.vector_layer}: the LLM has {n} decoder layers; use 1 to {n} or ~.")
+        self.vector_layer = decoder_layer(self.llm, config["vector_layer"], "vector_layer")  # ours (~: the last)
         self.balance_weight = float(config["balance_weight"])
         self.stages = self.stages_of(config)
         self.set_stage(1)

@@ -48,8 +48,8 @@ from recbole_cora.data.candidates import parse_choice
 from recbole_cora.data.list_prompts import ListPromptBuilder
 from recbole_cora.llm.loading import execution_device
 from recbole_cora.llm.peft_lora import inject_lora, is_lora, set_lora_dropout_mode
-from recbole_cora.llm.scoring import (Standardiser, continuation_logprobs, cosines, greedy_answers, info_nce,
-                                     unique_first)
+from recbole_cora.llm.scoring import (Standardiser, continuation_logprobs, cosines, decoder_layer, greedy_answers,
+                                     info_nce, unique_first)
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, encoder_residual
 from recbole_cora.model.encoders import FrozenSequentialRecommender
 
@@ -97,10 +97,7 @@ class RSLLM(LLMRecommender):
         self.user_item_head = nn.ModuleDict({"users": nn.Linear(self.d_model, size),
                                              "candidates": nn.Linear(self.d_model, size)}) if size else None
         self.user_item_head_lr = config["user_item_head_lr"]
-        self.user_item_layer = config["user_item_layer"]
-        n = self.llm.config.num_hidden_layers
-        if self.user_item_layer is not None and not 1 <= int(self.user_item_layer) <= n:
-            raise ValueError(f"user_item_layer {self.user_item_layer}: the LLM has {n} decoder layers; use 1 to {n} or ~.")
+        self.user_item_layer = decoder_layer(self.llm, config["user_item_layer"], "user_item_layer")
         self.residual = encoder_residual(config)
         self.hidden_norm = None
         if (config["hidden_norm"] or "none") == "standardize":
@@ -415,7 +412,7 @@ class RSLLM(LLMRecommender):
         layer = self.user_item_layer
         out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
                                      output_hidden_states=layer is not None)
-        return out.last_hidden_state, (out.last_hidden_state if layer is None else out.hidden_states[int(layer)])
+        return out.last_hidden_state, (out.last_hidden_state if layer is None else out.hidden_states[layer])
 
     def states_in(self, hidden, prompts):
         """(rows, d) and (rows, candidates, d) of the prompts' last hidden states ``hidden``: each user's (the prompt's
