@@ -208,28 +208,30 @@ def declared_options():
     too)."""
     import recbole
 
-    folders = [Path(recbole.__file__).parent / "properties", PROPERTIES_DIR, DATASET_CONFIGS_DIR]
     keys = set(RECBOLE_RUNTIME_OPTIONS)
     for arguments in (general_arguments, training_arguments, evaluation_arguments, dataset_arguments):
         keys |= set(arguments)
-    for folder in folders:
-        for path in folder.rglob("*.yaml"):
-            values = yaml.safe_load(path.read_text()) or {}
-            if isinstance(values, dict):
-                keys |= set(values)
-                for options in (values.get("task_options") or {}).values():
-                    keys |= set(options or {})
-    return frozenset(keys)
+    for folder in (Path(recbole.__file__).parent / "properties", DATASET_CONFIGS_DIR):
+        keys |= _yaml_option_keys(folder)
+    return frozenset(keys | package_options())
 
 
 @functools.lru_cache(maxsize=1)
 def package_options():
     """The options this package's own option files declare (``properties/``): overall, task, model and presets."""
+    return frozenset(_yaml_option_keys(PROPERTIES_DIR))
+
+
+def _yaml_option_keys(folder):
+    """The keys of every YAML file under ``folder``, and those of their ``task_options`` entries."""
     keys = set()
-    for path in PROPERTIES_DIR.rglob("*.yaml"):
+    for path in folder.rglob("*.yaml"):
         values = yaml.safe_load(path.read_text()) or {}
-        keys |= set(values) if isinstance(values, dict) else set()
-    return frozenset(keys)
+        if isinstance(values, dict):
+            keys |= set(values)
+            for options in (values.get("task_options") or {}).values():
+                keys |= set(options or {})
+    return keys
 
 
 def unknown_options(config):

@@ -325,3 +325,20 @@ def test_every_option_added_since_the_first_saved_runs_says_how_older_runs_rebui
     new = sorted(set(package_options()) - listed - set(ADDED_OPTIONS))
     assert not new, f"options {new} are new: add each to runs.loading.ADDED_OPTIONS and to tests/option_keys.txt"
     assert set(ADDED_OPTIONS) <= set(package_options())
+
+
+def test_a_tallrec_run_of_before_the_answer_head_rebuilds_frozen_though_today_s_default_is_trainable():
+    # the ADDED_OPTIONS value is what the earlier version computed, not today's default (TALLRec's: trainable)
+    from recbole_cora.checkpoint import plain_config
+    from recbole_cora.config import Config
+    from recbole_cora.runs.loading import _rebuild_options
+
+    record = {"options": {"model": "TALLRec", "dataset": "ml-100k", "task": "labeled"}}
+    saved = plain_config(Config(config_dict=record["options"], check=False))
+    assert saved["answer_head"] == "trainable"
+    for key in ("answer_head", "answer_head_lr"):
+        saved.pop(key)
+    saved["lora_rank"] = 4  # a default that changed since: the run's own value wins
+    options = _rebuild_options(record, saved)
+    assert options["answer_head"] == "frozen" and options["answer_head_lr"] is None and options["lora_rank"] == 4
+    assert Config(config_dict=options, check=False)["answer_head"] == "frozen"

@@ -164,12 +164,18 @@ def decoder_layer(llm, value, option):
     return None if value is None else int(value)
 
 
-def hidden_at(llm, inputs_embeds, attention_mask, positions, layer=None):
-    """The next-item head's read-out: the decoder's last hidden state at ``positions`` (one per row), or the output
-    of decoder layer ``layer`` (1-based) of the same pass; no KV cache. The output head is never run."""
+def decoder_states(llm, inputs_embeds, attention_mask, layer=None):
+    """(the last hidden states, the states of decoder layer ``layer``) of one pass without KV cache; with ``layer``
+    None (``~``) both are the last hidden states. The output head is never run."""
     out = llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False,
                             output_hidden_states=layer is not None)
-    hidden = out.last_hidden_state if layer is None else out.hidden_states[int(layer)]
+    return out.last_hidden_state, (out.last_hidden_state if layer is None else out.hidden_states[layer])
+
+
+def hidden_at(llm, inputs_embeds, attention_mask, positions, layer=None):
+    """The next-item head's read-out: the decoder's last hidden state at ``positions`` (one per row), or the output
+    of decoder layer ``layer`` (1-based) of the same pass (``decoder_states``)."""
+    hidden = decoder_states(llm, inputs_embeds, attention_mask, layer)[1]
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
 
 

@@ -26,7 +26,7 @@ STAGE_DIR_OPTIONS = ("cf_stage_dir", "reclora_stage_dir", "sequence_stage_dir") 
 
 # Options added to the package after runs were first saved, each with the value that rebuilds a run saved before it
 # existed (what that version computed). A run's config.json holds every option of the version that trained it, so
-# an option it lacks is one of these. Adding an option means adding it here (tests/test_loading.py checks it).
+# an option it lacks is one of these. Adding an option means adding it here (tests/test_inference.py checks it).
 ADDED_OPTIONS = {
     "item_gradient": "none", "center_vectors": False, "item_refresh_steps": None,  # Laser
     "user_token": False,  # RSLLM

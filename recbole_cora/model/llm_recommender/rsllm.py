@@ -48,8 +48,8 @@ from recbole_cora.data.candidates import parse_choice
 from recbole_cora.data.list_prompts import ListPromptBuilder
 from recbole_cora.llm.loading import execution_device
 from recbole_cora.llm.peft_lora import inject_lora, is_lora, set_lora_dropout_mode
-from recbole_cora.llm.scoring import (Standardiser, continuation_logprobs, cosines, decoder_layer, greedy_answers,
-                                     info_nce, unique_first)
+from recbole_cora.llm.scoring import (Standardiser, continuation_logprobs, cosines, decoder_layer, decoder_states,
+                                     greedy_answers, info_nce, unique_first)
 from recbole_cora.model.abstract_llm_recommender import LLMRecommender, encoder_residual
 from recbole_cora.model.encoders import FrozenSequentialRecommender
 
@@ -308,7 +308,7 @@ class RSLLM(LLMRecommender):
         prompts = self.build_prompts(history, lists)
         answers = [self.prompts.answer_ids(int(t)) for t in target]
         embeds, mask, projected, items = self.embed(prompts, answers, history)
-        hidden, read = self.decode(embeds, mask)
+        hidden, read = decoder_states(self.llm, embeds, mask, self.user_item_layer)
         head = self.llm.get_output_embeddings()
         rows, cols, tokens = [], [], []
         for k, (prompt, answer) in enumerate(zip(prompts, answers)):
@@ -404,15 +404,7 @@ class RSLLM(LLMRecommender):
     def user_and_candidate_states(self, embeds, mask, prompts):
         """(rows, d) and (rows, candidates, d): the user's state (the prompt's last position) and each candidate's
         (``candidate_states``), in the states ``user_item_layer`` names, from one pass over the prompts."""
-        return self.states_in(self.decode(embeds, mask)[1], prompts)
-
-    def decode(self, embeds, mask):
-        """(the last hidden states, the states the user-item term reads): the output of decoder layer
-        ``user_item_layer`` of the same pass, or (``~``) the last hidden states themselves."""
-        layer = self.user_item_layer
-        out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
-                                     output_hidden_states=layer is not None)
-        return out.last_hidden_state, (out.last_hidden_state if layer is None else out.hidden_states[layer])
+        return self.states_in(decoder_states(self.llm, embeds, mask, self.user_item_layer)[1], prompts)
 
     def states_in(self, hidden, prompts):
         """(rows, d) and (rows, candidates, d) of the prompts' last hidden states ``hidden``: each user's (the prompt's
