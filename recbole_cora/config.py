@@ -67,6 +67,7 @@ CHOICES = {
     "cf_input_norm": ("none", "standardize"),
     "candidate_score": ("sum", "mean", "user_item"),
     "item_gradient": ("none", "batch"),
+    "item_projection": ("shared", "separate"),
     "hidden_norm": ("none", "standardize"),
     "candidate_state": ("mean", "last"),
     "answer_loss": ("bce", "lm"),

@@ -347,3 +347,47 @@ def test_vector_layer_projects_the_suffix_state_of_that_decoder_layer(tiny_llm, 
         assert not torch.allclose(states, last.suffix_states(history, rows)[0], atol=1e-3)
     with pytest.raises(ValueError, match="vector_layer 3: the LLM has 2 decoder layers; use 1 to 2"):
         build(tiny_llm, slice_path, stage_root, vector_layer=3)
+
+
+def test_item_projection_separate_caches_item_states_and_trains_the_item_map_on_every_item_in_stage_one(
+        tiny_llm, slice_path, stage_root):
+    # ours: in stage 1 the shared projection trained on the user side only and every item then went through it,
+    # which collapsed the items onto one direction (QUALITY.md section 8); the item side gets its own map here, over
+    # the suffix states the matrix caches, applied with gradient in every step
+    config, model, (train, valid, _) = build(tiny_llm, slice_path, stage_root, item_projection="separate")
+    assert model.item_matrix.shape == (model.n_items, model.d_model)
+    trainer = get_trainer(config["MODEL_TYPE"], "Laser", config)(config, model)
+    trainer.compute_item_matrix()
+    model.eval()
+    ids = torch.tensor([3, 7, 11])
+    with torch.no_grad():
+        rows = model.prompts.token_ids([[int(i)] for i in ids], [0] * len(ids))
+        states = model.suffix_states(ids.view(-1, 1), rows)[0].float()
+    assert torch.allclose(model.item_matrix[ids], states, atol=1e-4)  # the cache holds states, not vectors
+    batch = first_batch(train)
+    users, balance = model.user_vectors(batch)
+    items = model.item_projection(model.item_matrix)
+    logits = F.normalize(users, dim=-1) @ F.normalize(items, dim=-1).t() / 0.05
+    logits[:, 0] = -float("inf")
+    loss = model.calculate_loss(batch)
+    assert torch.allclose(loss, F.cross_entropy(logits, batch["item_id"]) + balance, atol=1e-5)
+    assert not torch.allclose(model.item_projection.weight, model.projection.weight)  # two maps
+    model.train()
+    model.calculate_loss(batch).backward()
+    grad = model.item_projection.weight.grad
+    assert grad is not None and grad.abs().sum() > 0 and model.projection.weight.grad.abs().sum() > 0
+    saved = model.trainable_state_dict()
+    assert {"item_projection.weight", "item_projection.bias", "item_matrix"} <= set(saved)
+    model.set_stage(2)  # stage 2 keeps the item side as stage 1 left it
+    assert not model.item_projection.weight.requires_grad and "item_projection.weight" not in model.trainable_state_dict()
+    _, shared, _ = build(tiny_llm, slice_path, stage_root)
+    assert shared.item_projection is None and shared.item_matrix.shape == (shared.n_items, shared.vector_size)
+
+
+def test_item_projection_separate_with_centred_vectors_is_refused_before_anything_runs():
+    from recbole_cora.checks import OptionError, check_run
+
+    config = Config("Laser", "ml-100k", config_dict={**QUIET, "item_projection": "separate", "center_vectors": True},
+                    check=False)
+    with pytest.raises(OptionError, match="center_vectors does nothing useful with item_projection: separate"):
+        check_run(config, Laser)

@@ -27,6 +27,8 @@ class NextItemLLMRecommender(LLMRecommender):
     * ``center_vectors``: user and item vectors minus the mean item vector (of the cached matrix) before the
       cosine: LLM hidden states are anisotropic (SmolLM2's item vectors have pairwise cosine about 0.9), and a
       cosine over a small temperature of nearly parallel vectors barely separates them;
+    * ``item_head`` (Laser's ``item_projection: separate``): the matrix caches item states and a trainable map turns
+      them into vectors in every step, so the item side's map learns from every item's logit;
     * ``freeze_item_matrix()`` (Laser's stage 2): the matrix stays as it is and the item side gets no gradient;
     * ``encoder_residual`` (ours): the score is the frozen sequential recommender's own score plus a learned gate
       (from 0) times the cosine, so the model starts as its encoder and the gate says what the LLM added.
@@ -58,8 +60,15 @@ class NextItemLLMRecommender(LLMRecommender):
         raise NotImplementedError
 
     def item_vectors(self, item_ids):
-        """(len(item_ids), vector_size) item vectors."""
+        """(len(item_ids), width of the item matrix): what the item matrix caches of each item (its vector, or what
+        ``item_head`` turns into one)."""
         raise NotImplementedError
+
+    def item_head(self, cached):
+        """The item vectors scored, from rows of the cached item matrix: the rows themselves, or (a model with a
+        trainable map over cached item states, e.g. Laser's ``item_projection: separate``) that map's output, with
+        gradient in every step."""
+        return cached
 
     @property
     def has_item_matrix(self):
@@ -95,11 +104,11 @@ class NextItemLLMRecommender(LLMRecommender):
     def logits(self, users, fresh_items=None, fresh_vectors=None):
         """cos(h_u, h_i) / tau for every item (column 0, the padding item, included: ``without_padding`` masks it);
         ``fresh_vectors`` (with gradient) replace the cached rows of ``fresh_items``."""
-        items = self._normalized(self.item_matrix)
+        items = self._normalized(self.item_head(self.item_matrix))
         users = self._normalized(users).to(items.device)
         logits = users @ items.t() / self.temperature
         if fresh_items is not None:
-            fresh = users @ self._normalized(fresh_vectors).to(items.device).t() / self.temperature
+            fresh = users @ self._normalized(self.item_head(fresh_vectors)).to(items.device).t() / self.temperature
             logits = logits.index_copy(1, fresh_items.to(items.device), fresh)
         return logits
 

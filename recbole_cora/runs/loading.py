@@ -35,7 +35,7 @@ ADDED_OPTIONS = {
     "cf_stage_dir": None, "reclora_stage_dir": None,
     "hidden_norm": "none",  # Laser, RSLLM
     "candidate_state": "mean", "user_item_head_size": None, "user_item_head_lr": None, "user_item_layer": None,  # RSLLM
-    "vector_layer": None,  # Laser
+    "vector_layer": None, "item_projection": "shared",  # Laser
 }
 
 

@@ -122,7 +122,7 @@ class EvaluationLoop:
                 local["vector"].append(model.item_vectors(batch).float().cpu())
                 local["row"].append(batch)
         rows = torch.cat(local["row"]) if local["row"] else torch.zeros(0, dtype=torch.long)
-        vectors = torch.cat(local["vector"]) if local["vector"] else torch.zeros(0, model.vector_size)
+        vectors = torch.cat(local["vector"]) if local["vector"] else torch.zeros(0, model.item_matrix.shape[1])
         gathered = self.gather({"row": rows, "vector": vectors})
         matrix = torch.zeros(n_items, vectors.shape[1])
         matrix[gathered["row"].long()] = gathered["vector"]

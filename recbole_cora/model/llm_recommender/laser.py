@@ -17,9 +17,12 @@ model's matrix is always its own weights'; stage 2 keeps the best one fixed and 
 (``properties/model/Laser.yaml``, measured in ``benchmarks/QUALITY.md``): the batch's target items encoded with
 gradient in each step, vectors centred on the mean item vector, a whole refresh every N steps.
 ``vector_layer`` (ours) reads the suffix state at a middle decoder layer instead of the last.
+``item_projection: separate`` (ours) gives the item side its own projection: the item matrix caches the items'
+suffix states and the item projection maps them in every step, so it learns from every item's logit.
 ``hidden_norm: standardize`` (ours) standardises the suffix state per dimension before the projection, by its
 mean and spread over the first items at the untrained weights.
-Trained: the M-Former (router, queries, blocks, projections), the suffix token and the output projection.
+Trained: the M-Former (router, queries, blocks, projections), the suffix token and the output projection (and the
+item projection in stage 1, with ``item_projection: separate``).
 """
 
 import torch
@@ -54,6 +57,11 @@ class Laser(NextItemLLMRecommender):
         spread = float(self.llm.get_input_embeddings().weight.float().std())
         self.suffix = nn.Parameter(torch.randn(self.d_model) * spread)
         self.projection = nn.Linear(self.d_model, self.vector_size)
+        # item_projection: separate (ours): the items' own map, over suffix states the item matrix caches
+        self.item_projection = None
+        if (config["item_projection"] or "shared") == "separate":
+            self.item_projection = nn.Linear(self.d_model, self.vector_size)
+            self.item_matrix = torch.zeros(self.n_items, self.d_model)
         # hidden_norm: standardize (``Standardiser``): the suffix state's shared part removed before the projection
         self.hidden_norm = Standardiser(self.d_model, min(self.n_items - 1, self.CALIBRATION_ITEMS)) \
             if (config["hidden_norm"] or "none") == "standardize" else None
@@ -75,6 +83,10 @@ class Laser(NextItemLLMRecommender):
             problems.append(f"mformer_width {width} is not a multiple of mformer_heads {heads}: each attention head of "
                             f"the M-Former takes an equal share of its width (e.g. mformer_heads: "
                             f"{next(h for h in (8, 4, 2, 1) if int(width) % h == 0)}).")
+        if (config["item_projection"] or "shared") == "separate" and config["center_vectors"]:
+            problems.append("center_vectors does nothing useful with item_projection: separate (the item projection's "
+                            "bias can centre the items itself, and it changes every step): set one of them back "
+                            "(center_vectors: False).")
         return problems
 
     @classmethod
@@ -111,6 +123,8 @@ class Laser(NextItemLLMRecommender):
             raise ValueError(f"Laser has stages 1 and 2, not {stage!r}.")
         self.stage = stage
         self.freeze_item_matrix(stage == 2)
+        if self.item_projection is not None:
+            self.item_projection.requires_grad_(stage == 1)
 
     def prompt_lengths(self, interaction):
         return self.prompts.lengths(*self.prompts.rows(interaction, with_target=False))
@@ -118,6 +132,12 @@ class Laser(NextItemLLMRecommender):
     def suffix_states(self, history, token_rows):
         """The suffix's last hidden state for histories (batch, len) of item ids and their prompts' token id lists
         ([M-Former prefix; prompt; suffix] through the frozen LLM), and the M-Former's load-balancing term."""
+        inputs, attention, suffix_at, balance = self.suffix_inputs(history, token_rows)
+        return hidden_at(self.llm, inputs, attention, suffix_at, self.vector_layer), balance
+
+    def suffix_inputs(self, history, token_rows):
+        """The LLM's input embeddings [M-Former prefix; prompt; suffix] and attention mask for histories and their
+        prompts, each row's suffix position, and the M-Former's load-balancing term."""
         embedding = self.llm.get_input_embeddings()
         device = execution_device(embedding)
         mask = history > 0
@@ -131,18 +151,23 @@ class Laser(NextItemLLMRecommender):
         where = torch.arange(width, device=device).unsqueeze(0) == suffix_at.unsqueeze(1)
         inputs = torch.where(where.unsqueeze(-1), self.suffix.to(tokens), inputs)
         attention = (torch.arange(width, device=device).unsqueeze(0) <= suffix_at.unsqueeze(1)).long()
-        return hidden_at(self.llm, inputs, attention, suffix_at, self.vector_layer), load_balance_loss(item_probs, routed)
+        return inputs, attention, suffix_at, load_balance_loss(item_probs, routed)
 
     def encode(self, history, token_rows):
-        """Vectors for histories and their prompts: the suffix's last hidden state (standardised with
-        ``hidden_norm: standardize``) projected; and the weighted load-balancing term."""
+        """Vectors for histories and their prompts: the suffix's state (``read_states``) projected; and the
+        weighted load-balancing term."""
+        hidden, balance = self.read_states(history, token_rows)
+        return self.projection(hidden.to(self.projection.weight)), balance
+
+    def read_states(self, history, token_rows):
+        """The suffix's state that the projections read (standardised with ``hidden_norm: standardize``), and the
+        weighted load-balancing term."""
         hidden, balance = self.suffix_states(history, token_rows)
         if self.hidden_norm is not None:
             if not self.hidden_norm.calibrated:
                 self.calibrate_hidden()
             hidden = self.hidden_norm.standardise(hidden)
-        vectors = self.projection(hidden.to(self.projection.weight))
-        return vectors, self.balance_weight * balance
+        return hidden, self.balance_weight * balance
 
     @torch.no_grad()
     def calibrate_hidden(self):
@@ -171,4 +196,11 @@ class Laser(NextItemLLMRecommender):
     def item_vectors(self, item_ids):
         history = item_ids.view(-1, 1).to(self.item_matrix.device)
         token_rows = self.prompts.token_ids([[int(i)] for i in item_ids], [0] * len(item_ids))
+        if self.item_projection is not None:  # the matrix caches the states; item_head projects them
+            return self.read_states(history, token_rows)[0]
         return self.encode(history, token_rows)[0]
+
+    def item_head(self, cached):
+        if self.item_projection is None:
+            return cached
+        return self.item_projection(cached.to(self.item_projection.weight))
