@@ -111,7 +111,7 @@ def score_stats(model, trainer, config, test_data, rows):
             tops = torch.cat(tops)
             stats.update(score_std=float(torch.cat(spreads).mean()),
                          same_top_item=float((tops == tops.mode().values).float().mean()))
-            matrix = model.item_matrix[1:].float().cpu()
+            matrix = model.item_head(model.item_matrix[1:]).float().cpu()  # the item vectors as scored
             energy = torch.linalg.svdvals(matrix) ** 2
             stats.update(item_pair_cosine=mean_pair_cosine(matrix[torch.randperm(len(matrix), generator=torch.Generator().manual_seed(0))]),
                          user_pair_cosine=mean_pair_cosine(torch.cat(users)),
