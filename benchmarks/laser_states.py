@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recbole_cora.runs.loading import load_run  # noqa: E402
+from rsllm_states import ranks  # noqa: E402  (the target's rank, ties counted against it)
 from recbole_cora.data.rows import eval_row_subset  # noqa: E402
 from recbole_cora.tasks import mask_history  # noqa: E402
 
@@ -60,8 +61,7 @@ def metrics(scores, targets, seen):
     padding item 0 never ranked; ties count against the target."""
     scores = scores.float().masked_fill(seen, -float("inf"))
     scores[:, 0] = -float("inf")
-    target = scores.gather(1, targets.view(-1, 1))
-    rank = (scores > target).sum(dim=1).float()
+    rank = ranks(scores, targets).float()
     ndcg = torch.where(rank < 10, 1 / torch.log2(rank + 2), torch.zeros_like(rank))
     return {"ndcg@10": float(ndcg.mean()), "recall@10": float((rank < 10).float().mean())}
 
